@@ -1,0 +1,333 @@
+"""Batch preprocessing: CSV -> validated rows -> split -> tf.Transform -> TFRecords.
+
+    python -m pipeline.preprocess --spec schemas/taxi.yaml --input 'data/*.csv' \\
+        --output_dir out/ [--write_raw_features] [Beam options]
+
+Writes OUTPUT/<split>/*.tfrecord.gz (transformed tf.train.Examples with the
+record key), OUTPUT/transform_fn/ and OUTPUT/transformed_metadata/ (loadable
+with tft.TFTransformOutput), OUTPUT/raw_metadata/, OUTPUT/dead_letter/*.jsonl and,
+last, OUTPUT/manifest.json. Exit codes: 0 success, 2 bad flags, spec or input
+paths, 1 a failed run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+
+from pipeline import manifest as manifest_io
+from pipeline.options import OptionsError, PreprocessOptions, pin_local_runner, validate_options
+from schemas.spec import DatasetSpec, SpecError, load_spec
+from transforms.csv_source import CsvLayout, InputError, ReadCsvLines, discover_layouts
+from transforms.split import SplitByKey
+from transforms.validation import ParseAndValidate, arrow_schema, dead_letter_to_json
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+COUNTS_DIR = "_counts"
+
+
+class RunFailed(RuntimeError):
+    """The pipeline ran but its result must not be used (exit code 1)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputLayout:
+    """Where a run writes each output under its output directory."""
+
+    root: str
+
+    def split_prefix(self, split: str) -> str:
+        return manifest_io.join(self.root, split, "part")
+
+    def raw_features_prefix(self, split: str) -> str:
+        return manifest_io.join(self.root, "raw_features", split, "part")
+
+    @property
+    def dead_letter_prefix(self) -> str:
+        return manifest_io.join(self.root, "dead_letter", "dead_letter")
+
+    @property
+    def counts_path(self) -> str:
+        return manifest_io.join(self.root, COUNTS_DIR, "counts.json")
+
+    @property
+    def manifest_path(self) -> str:
+        return manifest_io.join(self.root, manifest_io.MANIFEST_NAME)
+
+    def temp_dir(self, temp_location: str | None) -> str:
+        # tf.Transform's temp files must be visible to every worker, so they live
+        # under the output or --temp_location, never in a process-local mkdtemp().
+        return manifest_io.join(temp_location or self.root, "tft_tmp")
+
+
+def build_pipeline(
+    p: beam.Pipeline,
+    options: PipelineOptions,
+    spec: DatasetSpec,
+    layouts: dict[str, CsvLayout],
+    lines: beam.PCollection | None = None,
+) -> None:
+    """Wires the whole batch job into `p`.
+
+    `lines`, when given, replaces reading the input files: a PCollection of
+    (source path, line bytes) whose sources are keys of `layouts` (tests use
+    beam.Create here).
+    """
+    import tensorflow_transform.beam as tft_beam
+
+    from transforms.analyze import TRANSFORM_FN, AnalyzeAndTransform
+
+    preprocess = options.view_as(PreprocessOptions)
+    out = OutputLayout(preprocess.output_dir)
+    temp_location = options.view_as(GoogleCloudOptions).temp_location
+
+    if lines is None:
+        lines = p | "ReadCsv" >> ReadCsvLines(preprocess.input)
+    parsed = lines | "ValidateRows" >> ParseAndValidate(spec, layouts, preprocess.parse_batch_size)
+    splits = parsed.valid | "SplitRows" >> SplitByKey(spec)
+    transformed = splits | "AnalyzeAndTransform" >> AnalyzeAndTransform(
+        spec, out.temp_dir(temp_location)
+    )
+    transform_fn = transformed.pop(TRANSFORM_FN)
+
+    for split, serialized in transformed.items():
+        _ = serialized | f"WriteExamples[{split}]" >> beam.io.WriteToTFRecord(
+            out.split_prefix(split),
+            file_name_suffix=".tfrecord.gz",
+            num_shards=preprocess.num_shards,
+        )
+    _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out.root)
+
+    _ = (
+        parsed.dead_letter
+        | "DeadLetterToJson" >> beam.Map(dead_letter_to_json)
+        | "WriteDeadLetters"
+        >> beam.io.WriteToText(out.dead_letter_prefix, file_name_suffix=".jsonl")
+    )
+
+    if preprocess.write_raw_features:
+        import pyarrow as pa
+
+        schema = arrow_schema(spec)
+        for split, batches in splits.items():
+            _ = (
+                batches
+                | f"RawToTable[{split}]" >> beam.Map(lambda batch: pa.Table.from_batches([batch]))
+                | f"WriteRawFeatures[{split}]"
+                >> beam.io.WriteToParquetBatched(
+                    out.raw_features_prefix(split), schema, file_name_suffix=".parquet"
+                )
+            )
+
+    split_counts = [
+        batches | f"CountRows[{split}]" >> beam.Map(lambda batch, name=split: (name, batch.num_rows))
+        for split, batches in splits.items()
+    ]
+    dead_letter_counts = parsed.dead_letter | "CountDeadLetters" >> beam.Map(
+        lambda _: ("dead_letter", 1)
+    )
+    _ = (
+        [parsed.counts, dead_letter_counts, *split_counts]
+        | "FlattenCounts" >> beam.Flatten()
+        | "SumCounts" >> beam.CombinePerKey(sum)
+        | "CountsToDict" >> beam.combiners.ToDict()
+        | "CountsToJson" >> beam.Map(manifest_io.json.dumps, sort_keys=True)
+        | "WriteCounts"
+        >> beam.io.WriteToText(out.counts_path, shard_name_template="", num_shards=1)
+    )
+
+
+def reconcile_counts(raw_counts: dict, split_names: Sequence[str]) -> dict:
+    """Manifest counts from the pipeline's count records; raises RunFailed if they
+    do not reconcile (every line read is a header, a dead letter or in a split)."""
+    lines = raw_counts.get("lines", 0)
+    header_lines = raw_counts.get("header_lines", 0)
+    counts = {
+        "read": lines - header_lines,
+        "header_lines": header_lines,
+        "dead_letter": raw_counts.get("dead_letter", 0),
+    }
+    for split in split_names:
+        counts[split] = raw_counts.get(split, 0)
+    counts["valid"] = sum(counts[split] for split in split_names)
+    if counts["read"] != counts["dead_letter"] + counts["valid"]:
+        raise RunFailed(
+            f"counts do not reconcile: read {counts['read']} != dead_letter "
+            f"{counts['dead_letter']} + splits {counts['valid']}"
+        )
+    return counts
+
+
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Refuses to write into a complete output unless --overwrite; clears it if so."""
+    manifest_path = manifest_io.join(output_dir, manifest_io.MANIFEST_NAME)
+    if manifest_io.list_files(manifest_path):
+        if not overwrite:
+            raise OptionsError(
+                f"--output_dir {output_dir} already holds a complete run (manifest.json); "
+                "choose a new directory or pass --overwrite"
+            )
+        from apache_beam.io.filesystems import FileSystems
+
+        # Stale shards of an older run with another shard count must not mix in.
+        FileSystems.delete([output_dir])
+
+
+def _unknown_flags(argv: Sequence[str]) -> list[str]:
+    options = PipelineOptions(list(argv))
+    known = options.get_all_options(retain_unknown_options=False)
+    with_unknown = options.get_all_options(retain_unknown_options=True)
+    return sorted(f"--{name}" for name in set(with_unknown) - set(known))
+
+
+def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict[str, CsvLayout]]:
+    """Parses and checks everything that can be checked before running.
+
+    Raises SpecError, OptionsError or InputError (all exit code 2).
+    """
+    unknown = _unknown_flags(argv)
+    if unknown:
+        raise OptionsError(f"unknown flag(s): {', '.join(unknown)} (see --help)")
+    options = PipelineOptions(list(argv))
+    preprocess = options.view_as(PreprocessOptions)
+    problems = validate_options(options)
+    if problems:
+        raise OptionsError("; ".join(problems))
+    spec = load_spec(preprocess.spec)
+    if spec.preprocessing_fn:
+        from transforms.preprocessing import load_custom_preprocessing_fn
+
+        try:
+            load_custom_preprocessing_fn(spec.preprocessing_fn)
+        except (ImportError, AttributeError) as error:
+            raise SpecError(preprocess.spec, [f"preprocessing_fn: {error}"]) from None
+    layouts = discover_layouts(preprocess.input, spec)
+    check_output_dir(preprocess.output_dir, preprocess.overwrite)
+    return options, spec, layouts
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Runs the batch job; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    started = time.time()
+    try:
+        options, spec, layouts = prepare(argv)
+    except (SpecError, OptionsError, InputError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    runner = pin_local_runner(options)
+    preprocess = options.view_as(PreprocessOptions)
+    out = OutputLayout(preprocess.output_dir)
+    try:
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, options, spec, layouts)
+        counts = reconcile_counts(manifest_io.read_json(out.counts_path), spec.split_names)
+        bad_fraction = counts["dead_letter"] / counts["read"] if counts["read"] else 0.0
+        if bad_fraction > preprocess.max_bad_fraction:
+            raise RunFailed(
+                f"{counts['dead_letter']} of {counts['read']} rows ({bad_fraction:.2%}) are "
+                f"dead letters, above --max_bad_fraction {preprocess.max_bad_fraction:.2%}; "
+                f"see {out.dead_letter_prefix}*.jsonl for the reasons"
+            )
+        manifest = write_outputs_metadata(out, spec, layouts, counts, runner, started)
+    except RunFailed as error:
+        print(f"error: run failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as error:  # noqa: BLE001 - any pipeline failure is a failed run
+        logging.exception("pipeline failed")
+        print(f"error: run failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print_summary(manifest)
+    return EXIT_OK
+
+
+def write_outputs_metadata(
+    out: OutputLayout,
+    spec: DatasetSpec,
+    layouts: dict[str, CsvLayout],
+    counts: dict,
+    runner: str,
+    started: float,
+) -> dict:
+    """Writes raw_metadata/ and, last, manifest.json; returns the manifest."""
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+
+    from transforms.preprocessing import raw_feature_spec
+
+    metadata_io.write_metadata(
+        dataset_metadata.DatasetMetadata.from_feature_spec(raw_feature_spec(spec)),
+        manifest_io.join(out.root, "raw_metadata"),
+    )
+    wall_seconds = time.time() - started
+    splits = {
+        split: {
+            "count": counts[split],
+            "percentage": spec.split.percentages[split],
+            "shards": manifest_io.list_files(out.split_prefix(split) + "*"),
+        }
+        for split in spec.split_names
+    }
+    feature_kinds = spec.feature_kinds()
+    document = {
+        "manifest_version": manifest_io.MANIFEST_VERSION,
+        "dataset": spec.name,
+        "spec_hash": spec.spec_hash,
+        "inputs": [
+            {"path": layout.path, "size_bytes": layout.size_bytes, "has_header": layout.header is not None}
+            for layout in layouts.values()
+        ],
+        "key_column": spec.key_column,
+        "timestamp_column": spec.timestamp_column,
+        "label": spec.label,
+        "counts": counts,
+        "splits": splits,
+        "dead_letter_files": manifest_io.list_files(out.dead_letter_prefix + "*"),
+        "raw_features_files": manifest_io.list_files(
+            manifest_io.join(out.root, "raw_features", "*", "*")
+        ),
+        "features": {
+            name: {"kind": kind.value, "cardinality": cardinality}
+            for name, (kind, cardinality) in feature_kinds.items()
+        },
+        "transform_fn_dir": manifest_io.join(out.root, "transform_fn"),
+        "transform_fn_fingerprint": manifest_io.directory_fingerprint(
+            manifest_io.join(out.root, "transform_fn")
+        ),
+        "package_versions": manifest_io.package_versions(),
+        "runner": runner,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_seconds": round(wall_seconds, 3),
+        "rows_per_second": round(counts["read"] / wall_seconds, 1) if wall_seconds else None,
+    }
+    manifest_io.write_json(out.manifest_path, document)
+    return document
+
+
+def print_summary(manifest: dict) -> None:
+    counts = manifest["counts"]
+    splits = ", ".join(f"{name} {info['count']}" for name, info in manifest["splits"].items())
+    shards = sum(len(info["shards"]) for info in manifest["splits"].values())
+    print(
+        f"read {counts['read']} rows: {counts['valid']} valid ({splits}), "
+        f"{counts['dead_letter']} dead letters\n"
+        f"{manifest['wall_seconds']:.1f} s, {manifest['rows_per_second']:.0f} rows/s on "
+        f"{manifest['runner']}\n"
+        f"outputs: {shards} TFRecord shards, transform_fn and manifest under "
+        f"{manifest['transform_fn_dir'].rsplit('/', 1)[0]}"
+    )
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

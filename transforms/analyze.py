@@ -1,0 +1,148 @@
+"""tf.Transform analyze-and-transform over Arrow RecordBatches (TFXIO format).
+
+Validated rows arrive as flat Arrow batches (one nullable value per row and
+column). `to_tfxio_batch` turns them into the list-of-values columns that
+tf.Transform's TensorAdapter reads, plus a passthrough copy of the record key,
+so no Python dict per row is ever built. The analysis runs on the train split
+only, and the one resulting transform_fn transforms every split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from schemas.spec import DatasetSpec
+
+# tf.Transform refuses passthrough columns that are also graph inputs, and the key
+# column is a raw column, so it travels under this name and gets its own back in
+# the encoded examples.
+PASSTHROUGH_KEY = "__record_key__"
+# Output key of the transform_fn beside the split names (which cannot contain '[').
+TRANSFORM_FN = "[transform_fn]"
+
+
+def tfxio_arrow_schema(spec: DatasetSpec) -> pa.Schema:
+    from transforms.validation import arrow_schema
+
+    fields = []
+    for field in arrow_schema(spec):
+        value_type = _tfxio_value_type(field.type)
+        fields.append(pa.field(field.name, pa.large_list(value_type)))
+    key_type = _tfxio_value_type(arrow_schema(spec).field(spec.key_column).type)
+    fields.append(pa.field(PASSTHROUGH_KEY, pa.large_list(key_type)))
+    return pa.schema(fields)
+
+
+def _tfxio_value_type(arrow_type: pa.DataType) -> pa.DataType:
+    if pa.types.is_floating(arrow_type):
+        return pa.float32()
+    if pa.types.is_string(arrow_type):
+        return pa.large_binary()
+    return arrow_type
+
+
+def _to_list_array(values: pa.Array, value_type: pa.DataType) -> pa.Array:
+    """One-element lists, or empty lists where the value is null."""
+    lengths = np.where(values.is_valid().to_numpy(zero_copy_only=False), 1, 0)
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = values.drop_null() if values.null_count else values
+    return pa.LargeListArray.from_arrays(pa.array(offsets), flat.cast(value_type))
+
+
+def to_tfxio_batch(batch: pa.RecordBatch, schema: pa.Schema, key_column: str) -> pa.RecordBatch:
+    """Flat validated rows -> the TFXIO layout described by `schema`."""
+    arrays = []
+    for field in schema:
+        source = key_column if field.name == PASSTHROUGH_KEY else field.name
+        arrays.append(_to_list_array(batch.column(source), field.type.value_type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def tensor_adapter_config(spec: DatasetSpec):
+    """TensorAdapterConfig of the raw columns for tf.Transform."""
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
+
+    from transforms.preprocessing import raw_feature_spec
+
+    schema = schema_utils.schema_from_feature_spec(raw_feature_spec(spec))
+    representations = tensor_representation_util.InferTensorRepresentationsFromSchema(schema)
+    return tensor_adapter.TensorAdapterConfig(tfxio_arrow_schema(spec), representations)
+
+
+class _EncodeExamplesDoFn(beam.DoFn):
+    """(transformed RecordBatch, passthrough dict) -> serialized tf.train.Examples.
+
+    Each example carries the record key under the key column's own name.
+    """
+
+    def __init__(self, key_column: str):
+        self._key_column = key_column
+
+    def setup(self):
+        from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
+
+        self._encoder = RecordBatchToExamplesEncoder()
+
+    def process(self, element: tuple[pa.RecordBatch, dict]) -> Iterable[bytes]:
+        # tf.Transform appends passthrough columns of the batch's length to the
+        # transformed batch itself; the dict only holds single-value passthroughs.
+        batch, _ = element
+        if PASSTHROUGH_KEY not in batch.schema.names:
+            raise ValueError(f"transformed batch lacks the record key column {PASSTHROUGH_KEY}")
+        names = [self._key_column if n == PASSTHROUGH_KEY else n for n in batch.schema.names]
+        yield from self._encoder.encode(batch.rename_columns(names))
+
+
+class AnalyzeAndTransform(beam.PTransform):
+    """Analyzes the train split and transforms every split with one transform_fn.
+
+    Input: dict {split: PCollection[pa.RecordBatch]} of validated flat rows.
+    Output: dict {split: PCollection[bytes]} of serialized transformed examples,
+    plus {TRANSFORM_FN: the transform_fn} for tft_beam.WriteTransformFn.
+    tf.Transform's temp files go to `temp_dir`, which must be visible to every
+    worker (a path under the output or --temp_location, never a local mkdtemp).
+    """
+
+    def __init__(self, spec: DatasetSpec, temp_dir: str, analyze_split: str = "train"):
+        super().__init__()
+        if analyze_split not in spec.split_names:
+            raise ValueError(f"analyze split {analyze_split!r} is not one of {spec.split_names}")
+        self._spec = spec
+        self._temp_dir = temp_dir
+        self._analyze_split = analyze_split
+
+    def expand(self, splits: dict):
+        import tensorflow_transform.beam as tft_beam
+
+        from transforms.preprocessing import make_preprocessing_fn
+
+        spec = self._spec
+        config = tensor_adapter_config(spec)
+        schema = config.arrow_schema
+        tfxio_batches = {
+            split: batches
+            | f"ToTfxio[{split}]" >> beam.Map(to_tfxio_batch, schema, spec.key_column)
+            for split, batches in splits.items()
+        }
+        with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys={PASSTHROUGH_KEY}):
+            transform_fn = (
+                tfxio_batches[self._analyze_split],
+                config,
+            ) | f"Analyze[{self._analyze_split}]" >> tft_beam.AnalyzeDataset(
+                make_preprocessing_fn(spec)
+            )
+            examples = {}
+            for split, batches in tfxio_batches.items():
+                transformed, _ = ((batches, config), transform_fn) | f"Transform[{split}]" >> (
+                    tft_beam.TransformDataset(output_record_batches=True)
+                )
+                examples[split] = transformed | f"Encode[{split}]" >> beam.ParDo(
+                    _EncodeExamplesDoFn(spec.key_column)
+                )
+        return {**examples, TRANSFORM_FN: transform_fn}
