@@ -77,5 +77,7 @@ def read_json_lines(paths: Iterable[str]) -> list[dict]:
     records = []
     for path in paths:
         with FileSystems.open(path) as handle:
-            records.extend(json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line)
+            records.extend(
+                json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line
+            )
     return records

@@ -78,7 +78,9 @@ def validate_options(options: PipelineOptions) -> list[str]:
     preprocess = options.view_as(PreprocessOptions)
     problems = []
     if not 0.0 <= preprocess.max_bad_fraction <= 1.0:
-        problems.append(f"--max_bad_fraction must be within [0, 1], got {preprocess.max_bad_fraction}")
+        problems.append(
+            f"--max_bad_fraction must be within [0, 1], got {preprocess.max_bad_fraction}"
+        )
     if preprocess.num_shards < 0:
         problems.append(f"--num_shards must be >= 0, got {preprocess.num_shards}")
     if preprocess.parse_batch_size < 1:

@@ -19,7 +19,11 @@ import time
 from collections.abc import Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+)
 
 from pipeline import manifest as manifest_io
 from pipeline.options import OptionsError, PreprocessOptions, pin_local_runner, validate_options
@@ -126,7 +130,8 @@ def build_pipeline(
             )
 
     split_counts = [
-        batches | f"CountRows[{split}]" >> beam.Map(lambda batch, name=split: (name, batch.num_rows))
+        batches
+        | f"CountRows[{split}]" >> beam.Map(lambda batch, name=split: (name, batch.num_rows))
         for split, batches in splits.items()
     ]
     dead_letter_counts = parsed.dead_letter | "CountDeadLetters" >> beam.Map(
@@ -164,6 +169,12 @@ def reconcile_counts(raw_counts: dict, split_names: Sequence[str]) -> dict:
     return counts
 
 
+def remove_scratch(out: OutputLayout, temp_location: str | None) -> None:
+    """Deletes the run's counts file and tf.Transform temp files once they are used."""
+    scratch = [manifest_io.join(out.root, COUNTS_DIR), out.temp_dir(temp_location)]
+    FileSystems.delete([path for path in scratch if FileSystems.exists(path)])
+
+
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
     """Refuses to write into a complete output unless --overwrite; clears it if so."""
     manifest_path = manifest_io.join(output_dir, manifest_io.MANIFEST_NAME)
@@ -173,8 +184,6 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
                 f"--output_dir {output_dir} already holds a complete run (manifest.json); "
                 "choose a new directory or pass --overwrite"
             )
-        from apache_beam.io.filesystems import FileSystems
-
         # Stale shards of an older run with another shard count must not mix in.
         FileSystems.delete([output_dir])
 
@@ -230,6 +239,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, options, spec, layouts)
         counts = reconcile_counts(manifest_io.read_json(out.counts_path), spec.split_names)
+        remove_scratch(out, options.view_as(GoogleCloudOptions).temp_location)
         bad_fraction = counts["dead_letter"] / counts["read"] if counts["read"] else 0.0
         if bad_fraction > preprocess.max_bad_fraction:
             raise RunFailed(
@@ -241,7 +251,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except RunFailed as error:
         print(f"error: run failed: {error}", file=sys.stderr)
         return EXIT_FAILED
-    except Exception as error:  # noqa: BLE001 - any pipeline failure is a failed run
+    except Exception as error:
         logging.exception("pipeline failed")
         print(f"error: run failed: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -281,7 +291,11 @@ def write_outputs_metadata(
         "dataset": spec.name,
         "spec_hash": spec.spec_hash,
         "inputs": [
-            {"path": layout.path, "size_bytes": layout.size_bytes, "has_header": layout.header is not None}
+            {
+                "path": layout.path,
+                "size_bytes": layout.size_bytes,
+                "has_header": layout.header is not None,
+            }
             for layout in layouts.values()
         ],
         "key_column": spec.key_column,

@@ -68,11 +68,35 @@ HEADER = (
 
 # Relative demand by local hour of day (0..23) and by weekday (Monday = 0).
 _HOURLY_DEMAND = np.array(
-    [0.55, 0.40, 0.30, 0.20, 0.15, 0.20, 0.40, 0.70, 0.90, 0.90, 0.80, 0.80,
-     0.85, 0.85, 0.85, 0.85, 0.90, 0.95, 1.00, 1.00, 0.95, 0.90, 0.80, 0.70]
+    [
+        0.55,
+        0.40,
+        0.30,
+        0.20,
+        0.15,
+        0.20,
+        0.40,
+        0.70,
+        0.90,
+        0.90,
+        0.80,
+        0.80,
+        0.85,
+        0.85,
+        0.85,
+        0.85,
+        0.90,
+        0.95,
+        1.00,
+        1.00,
+        0.95,
+        0.90,
+        0.80,
+        0.70,
+    ]
 )
 _WEEKDAY_DEMAND = np.array([0.85, 0.90, 0.95, 1.00, 1.00, 0.95, 0.80])
-_YEAR_START = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+_YEAR_START = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 # New York is UTC-5 in winter and UTC-4 in summer; seasonality follows local time.
 _NEW_YORK_OFFSET_HOURS = -5
 
@@ -113,9 +137,9 @@ def _fares(rng, pickup_zone, dropoff_zone, miles, timestamps) -> np.ndarray:
     minutes = miles * rng.uniform(3.0, 6.0, size=miles.size) * np.where(rush, 1.4, 1.0)
     fare = 3.0 + 2.5 * miles + 0.5 * minutes + np.where(rush, 2.5, 0.0) + np.where(night, 1.0, 0.0)
     names = np.array([zone.name for zone in ZONES])
-    jfk_manhattan = ((names[pickup_zone] == "JFK Airport") ^ (names[dropoff_zone] == "JFK Airport")) & (
-        miles > 8
-    )
+    jfk_manhattan = (
+        (names[pickup_zone] == "JFK Airport") ^ (names[dropoff_zone] == "JFK Airport")
+    ) & (miles > 8)
     fare = np.where(jfk_manhattan, 70.0 + np.where(rush, 5.0, 0.0), fare)
     fare = fare * rng.lognormal(0.0, 0.05, size=fare.size)
     return np.round(np.clip(fare, 3.0, 450.0), 2)
@@ -157,7 +181,7 @@ def generate_rows(rows: int, seed: int, messy_fraction: float = 0.005) -> list[l
 
     records = []
     for i in range(rows):
-        when = dt.datetime.fromtimestamp(int(timestamps[i]), dt.timezone.utc)
+        when = dt.datetime.fromtimestamp(int(timestamps[i]), dt.UTC)
         record = [
             f"{seed:04d}-{i:09d}",
             when.strftime("%Y-%m-%d %H:%M:%S UTC"),

@@ -21,7 +21,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
 import yaml
@@ -43,7 +43,7 @@ class SpecError(ValueError):
         super().__init__(f"invalid dataset spec {source}:\n{lines}")
 
 
-class ColumnType(str, enum.Enum):
+class ColumnType(enum.StrEnum):
     FLOAT = "float"
     INT = "int"
     STRING = "string"
@@ -51,7 +51,7 @@ class ColumnType(str, enum.Enum):
     TIMESTAMP = "timestamp"
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     """What a value is inside the preprocessing graph; decides which steps apply."""
 
     FLOAT = "float"
@@ -105,7 +105,7 @@ class Split(_Strict):
     percentages: dict[Name, int] = Field(default_factory=lambda: {"train": 80, "eval": 20})
 
 
-class DerivedOp(str, enum.Enum):
+class DerivedOp(enum.StrEnum):
     ADD = "add"
     SUBTRACT = "subtract"
     MULTIPLY = "multiply"
@@ -141,7 +141,9 @@ class _Step(_Strict):
 class FillMissing(_Step):
     type: Literal["fill_missing"] = "fill_missing"
     value: float | int | str
-    accepts: ClassVar[frozenset[Kind]] = frozenset({Kind.FLOAT, Kind.INT, Kind.STRING, Kind.TIMESTAMP})
+    accepts: ClassVar[frozenset[Kind]] = frozenset(
+        {Kind.FLOAT, Kind.INT, Kind.STRING, Kind.TIMESTAMP}
+    )
 
 
 class Passthrough(_Step):
@@ -220,7 +222,7 @@ class Hash(_Step):
         return self.hash_buckets
 
 
-class DatetimePart(str, enum.Enum):
+class DatetimePart(enum.StrEnum):
     HOUR = "hour"  # 0..23
     MINUTE = "minute"  # 0..59
     DAY_OF_WEEK = "day_of_week"  # 0..6, Monday = 0
@@ -270,23 +272,22 @@ class Cross(_Step):
 
 
 Step = Annotated[
-    Union[
-        FillMissing,
-        Passthrough,
-        ScaleToZScore,
-        ScaleTo01,
-        Log1p,
-        Clip,
-        Vocabulary,
-        Bucketize,
-        Hash,
-        Datetime,
-        Cross,
-    ],
+    FillMissing
+    | Passthrough
+    | ScaleToZScore
+    | ScaleTo01
+    | Log1p
+    | Clip
+    | Vocabulary
+    | Bucketize
+    | Hash
+    | Datetime
+    | Cross,
     Field(discriminator="type"),
 ]
 STEP_TYPES: dict[str, type[_Step]] = {
-    cls.model_fields["type"].default: cls for cls in Step.__origin__.__args__  # type: ignore[attr-defined]
+    cls.model_fields["type"].default: cls
+    for cls in Step.__origin__.__args__  # type: ignore[attr-defined]
 }
 # Steps that turn values into ids; nothing numeric can follow them.
 _TERMINAL_STEPS = ("vocabulary", "bucketize", "hash", "cross")
@@ -417,7 +418,9 @@ def _check_references(spec: DatasetSpec) -> list[str]:
         if column.default is not None:
             if column.required:
                 problems.append(f"{where}: a required column cannot have a default")
-            problems.extend(f"{where}: default {p}" for p in _value_problems(column, column.default))
+            problems.extend(
+                f"{where}: default {p}" for p in _value_problems(column, column.default)
+            )
         if column.timezone != "UTC":
             try:
                 import zoneinfo
@@ -468,7 +471,9 @@ def _check_references(spec: DatasetSpec) -> list[str]:
             problems.append(f"{where}: name is already used by a column or derived column")
         for name in derived.inputs:
             if name not in available:
-                problems.append(f"{where}: input '{name}' is not a column or earlier derived column")
+                problems.append(
+                    f"{where}: input '{name}' is not a column or earlier derived column"
+                )
             elif available[name] not in _NUMERIC:
                 problems.append(f"{where}: input '{name}' is {available[name].value}, not numeric")
             elif name in optional_without_default:
@@ -542,9 +547,8 @@ def _check_references(spec: DatasetSpec) -> list[str]:
                 )
             if step.type in _TERMINAL_STEPS and j != len(feature.transform) - 1:
                 problems.append(f"{step_where}: must be the last step (it outputs ids)")
-            if step.type == "clip" and step.min is not None and step.max is not None:  # type: ignore[attr-defined]
-                if step.min > step.max:  # type: ignore[attr-defined]
-                    problems.append(f"{step_where}: min is greater than max")
+            if isinstance(step, Clip) and None not in (step.min, step.max) and step.min > step.max:
+                problems.append(f"{step_where}: min is greater than max")
             kind = step.output_kind(kind)
         available[feature.name] = kind
     return problems
@@ -553,7 +557,9 @@ def _check_references(spec: DatasetSpec) -> list[str]:
 def _kind_value_problems(kind: Kind, value: Any) -> list[str]:
     if kind in (Kind.FLOAT,) and (isinstance(value, bool) or not isinstance(value, (int, float))):
         return [f"{value!r} is not a number"]
-    if kind in (Kind.INT, Kind.TIMESTAMP) and (isinstance(value, bool) or not isinstance(value, int)):
+    if kind in (Kind.INT, Kind.TIMESTAMP) and (
+        isinstance(value, bool) or not isinstance(value, int)
+    ):
         return [f"{value!r} is not an integer"]
     if kind is Kind.STRING and not isinstance(value, str):
         return [f"{value!r} is not a string"]
@@ -636,8 +642,10 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as error:
         print(error, file=sys.stderr)
         return 2
-    print(f"{spec.name}: {len(spec.columns)} columns, {len(spec.features)} features, "
-          f"splits {spec.split.percentages}, spec hash {spec.spec_hash[:12]}")
+    print(
+        f"{spec.name}: {len(spec.columns)} columns, {len(spec.features)} features, "
+        f"splits {spec.split.percentages}, spec hash {spec.spec_hash[:12]}"
+    )
     for name, (kind, cardinality) in spec.feature_kinds().items():
         print(f"  {name}: {kind.value}" + (f" ({cardinality} ids)" if cardinality else ""))
     return 0

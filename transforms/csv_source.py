@@ -62,7 +62,9 @@ def _first_line(path: str) -> str:
 def layout_from_first_line(path: str, size: int, first_line: str, spec: DatasetSpec) -> CsvLayout:
     """Decides whether the file has a header and maps spec columns to positions."""
     names = spec.column_names
-    fields = [field.strip() for field in next(csv.reader([first_line], delimiter=spec.csv.delimiter), [])]
+    fields = [
+        field.strip() for field in next(csv.reader([first_line], delimiter=spec.csv.delimiter), [])
+    ]
     looks_like_header = set(names) <= set(fields) or (
         len(fields) == len(names) and len(set(fields) & set(names)) >= len(names) / 2
     )
@@ -88,7 +90,7 @@ def discover_layouts(patterns: Sequence[str], spec: DatasetSpec) -> dict[str, Cs
 
 
 class ReadCsvLines(beam.PTransform):
-    """Reads every line of the files matched by the patterns as `(path, line_bytes)`, headers included.
+    """Reads every line of the matched files as `(path, line_bytes)`, headers included.
 
     Output: bounded PCollection[tuple[str, bytes]], global window. Gzip is detected
     from the file extension. Headers are recognised and counted by the parser,

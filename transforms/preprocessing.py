@@ -45,7 +45,9 @@ def load_custom_preprocessing_fn(reference: str) -> Callable[[dict], dict]:
     module = importlib.import_module(module_name)
     function = getattr(module, function_name, None)
     if not callable(function):
-        raise AttributeError(f"preprocessing_fn {reference!r}: {function_name} is not a function in {module_name}")
+        raise AttributeError(
+            f"preprocessing_fn {reference!r}: {function_name} is not a function in {module_name}"
+        )
     return function
 
 
@@ -59,8 +61,12 @@ def civil_from_days(days, where):
     z = days + 719468
     era = z // 146097
     day_of_era = z - era * 146097
-    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096) // 365
-    day_of_year_from_march = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096
+    ) // 365
+    day_of_year_from_march = day_of_era - (
+        365 * year_of_era + year_of_era // 4 - year_of_era // 100
+    )
     month_from_march = (5 * day_of_year_from_march + 2) // 153
     day = day_of_year_from_march - (153 * month_from_march + 2) // 5 + 1
     month = where(month_from_march < 10, month_from_march + 3, month_from_march - 9)
@@ -200,9 +206,7 @@ def make_preprocessing_fn(spec: DatasetSpec) -> Callable[[dict], dict]:
             values[feature.name] = outputs[feature.name] = value
         outputs[spec.label] = tf.cast(inputs[spec.label], tf.float32)
         if custom_fn is not None:
-            raw_and_derived = {
-                name: value for name, value in values.items() if name not in outputs
-            }
+            raw_and_derived = {name: value for name, value in values.items() if name not in outputs}
             extra = custom_fn(raw_and_derived)
             if not isinstance(extra, dict):
                 raise TypeError(f"preprocessing_fn {spec.preprocessing_fn} must return a dict")

@@ -50,7 +50,9 @@ class _SplitBatchDoFn(beam.DoFn):
         self._split_key = split_key
         self._percentages = dict(percentages)
         self._names = list(percentages)
-        self._counters = {name: Metrics.counter("preprocess", f"rows_{name}") for name in self._names}
+        self._counters = {
+            name: Metrics.counter("preprocess", f"rows_{name}") for name in self._names
+        }
 
     def process(self, batch: pa.RecordBatch) -> Iterable:
         keys = batch.column(self._split_key).to_pylist()

@@ -161,7 +161,9 @@ class _ColumnParser:
             for i in np.flatnonzero(checks & (numbers > column.max)):
                 problems[i] = f"{texts[i]} is above max {column.max:g}"
         if self.allowed is not None:
-            allowed = np.array(sorted(v for v in self.allowed if isinstance(v, int)), dtype=np.int64)
+            allowed = np.array(
+                sorted(v for v in self.allowed if isinstance(v, int)), dtype=np.int64
+            )
             for i in np.flatnonzero(checks & ~np.isin(numbers, allowed)):
                 problems[i] = f"{texts[i]} is not an allowed value"
         return pa.array(numbers, mask=missing | bad)

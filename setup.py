@@ -1,0 +1,28 @@
+"""Packaging for Dataflow and other remote workers: exactly the project's packages.
+
+Workers install this with `--setup_file ./setup.py`; the versions come from
+constraints.txt, which the install scripts pass to pip.
+"""
+
+import setuptools
+
+setuptools.setup(
+    name="beam-tft-preprocess",
+    version="0.1.0",
+    description="Preprocessing for ML with Apache Beam and tf.Transform",
+    python_requires=">=3.10,<3.13",
+    packages=["pipeline", "transforms", "schemas"],
+    package_data={"schemas": ["*.yaml"]},
+    install_requires=[
+        # tensorflow-transform 1.21 was released against Beam 2.72; see constraints.txt.
+        "apache-beam[gcp]==2.72.0",
+        "tensorflow==2.21.0",
+        "tensorflow-transform==1.21.0",
+        "tfx-bsl==1.21.0",
+        "pyarrow",
+        "numpy",
+        "pydantic>=2",
+        "pyyaml",
+    ],
+    extras_require={"dev": ["pytest", "ruff"]},
+)

@@ -1,0 +1,45 @@
+"""Shared fixtures: the taxi spec, small spec documents, and a pinned test runner."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pathlib
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TAXI_SPEC = ROOT / "schemas" / "taxi.yaml"
+
+# Keep TensorFlow's C++ start-up messages out of test output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def test_pipeline():
+    """A TestPipeline on Beam's in-process batch engine, never a downloaded runner."""
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    return TestPipeline(runner="FnApiRunner")
+
+
+@pytest.fixture(scope="session")
+def taxi_document() -> dict:
+    return yaml.safe_load(TAXI_SPEC.read_text())
+
+
+@pytest.fixture
+def taxi_doc(taxi_document) -> dict:
+    """A fresh, mutable copy of taxi.yaml's document."""
+    return copy.deepcopy(taxi_document)
+
+
+@pytest.fixture(scope="session")
+def taxi_spec():
+    from schemas.spec import load_spec
+
+    return load_spec(str(TAXI_SPEC))
+
+
+# pytest would collect the helper above as a test because of its name.
+test_pipeline.__test__ = False
