@@ -196,6 +196,8 @@ def make_preprocessing_fn(spec: DatasetSpec) -> Callable[[dict], dict]:
         values = dict(inputs)
         for derived in spec.derived:
             values[derived.name] = _derive(derived.op, [values[n] for n in derived.inputs])
+        # The custom function sees raw and derived columns, not the declared features.
+        raw_and_derived = dict(values)
         outputs = {}
         for feature in spec.features:
             feature_inputs = [values[name] for name in feature.input_names]
@@ -206,7 +208,6 @@ def make_preprocessing_fn(spec: DatasetSpec) -> Callable[[dict], dict]:
             values[feature.name] = outputs[feature.name] = value
         outputs[spec.label] = tf.cast(inputs[spec.label], tf.float32)
         if custom_fn is not None:
-            raw_and_derived = {name: value for name, value in values.items() if name not in outputs}
             extra = custom_fn(raw_and_derived)
             if not isinstance(extra, dict):
                 raise TypeError(f"preprocessing_fn {spec.preprocessing_fn} must return a dict")
