@@ -5,7 +5,7 @@
 
 Writes OUTPUT/<split>/*.tfrecord.gz (transformed tf.train.Examples with the
 record key), OUTPUT/transform_fn/ and OUTPUT/transformed_metadata/ (loadable
-with tft.TFTransformOutput), OUTPUT/raw_metadata/, OUTPUT/dead_letter/*.jsonl and,
+with tft.TFTransformOutput), the raw metadata in OUTPUT/metadata/, OUTPUT/dead_letter/*.jsonl and,
 last, OUTPUT/manifest.json. Exit codes: 0 success, 2 bad flags, spec or input
 paths, 1 a failed run.
 """
@@ -267,14 +267,16 @@ def write_outputs_metadata(
     runner: str,
     started: float,
 ) -> dict:
-    """Writes raw_metadata/ and, last, manifest.json; returns the manifest."""
+    """Writes the raw metadata and, last, manifest.json; returns the manifest."""
+    import tensorflow_transform as tft
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
     from transforms.preprocessing import raw_feature_spec
 
+    # OUTPUT/metadata/ is where TFTransformOutput.raw_metadata looks for it.
     metadata_io.write_metadata(
         dataset_metadata.DatasetMetadata.from_feature_spec(raw_feature_spec(spec)),
-        manifest_io.join(out.root, "raw_metadata"),
+        manifest_io.join(out.root, tft.TFTransformOutput.RAW_METADATA_DIR),
     )
     wall_seconds = time.time() - started
     splits = {

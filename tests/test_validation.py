@@ -154,6 +154,12 @@ def test_header_missing_a_column_is_an_input_error():
         ("r1,2025-03-04 05:06:07,1.5,2.5,a,", "count: '2.5' is not an integer"),
         ("r1,yesterday,1.5,2,a,", "when: 'yesterday' is not a timestamp"),
         ("r1,2025-13-04 05:06:07,1.5,2,a,", "when: '2025-13-04 05:06:07' is not a valid timestamp"),
+        ("r1,2025-02-29 05:06:07,1.5,2,a,", "when: '2025-02-29 05:06:07' is not a valid timestamp"),
+        (
+            "r1,2025-04-31T05:06:07Z,1.5,2,a,",
+            "when: '2025-04-31T05:06:07Z' is not a valid timestamp",
+        ),
+        ("r1,2025-03-04 25:06:07,1.5,2,a,", "when: '2025-03-04 25:06:07' is not a valid timestamp"),
         ("r1,2025-03-04 05:06:07,-0.5,2,a,", "distance: -0.5 is below min 0"),
         ("r1,2025-03-04 05:06:07,100.5,2,a,", "distance: 100.5 is above max 100"),
         ("r1,2025-03-04 05:06:07,1.5,-1,a,", "count: -1 is below min 0"),
@@ -252,3 +258,8 @@ def test_parse_and_validate_transform_separates_outputs():
         )
         totals = outputs.counts | beam.CombinePerKey(sum)
         assert_that(totals, equal_to([("lines", 3), ("header_lines", 1)]), label="CheckCounts")
+
+
+def test_leap_day_is_a_valid_timestamp():
+    (row,) = parse("r1,2024-02-29 23:59:59,1.5,2,a,").valid.to_pylist()
+    assert row["when"] == int(dt.datetime(2024, 2, 29, 23, 59, 59, tzinfo=dt.UTC).timestamp())

@@ -35,6 +35,11 @@ class CsvLayout:
     # Position of each spec column in a record, in spec column order.
     positions: tuple[int, ...]
     field_count: int
+    # True when records hold exactly the spec's columns in the spec's order.
+    in_spec_order: bool = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "in_spec_order", self.positions == tuple(range(self.field_count)))
 
 
 def expand_patterns(patterns: Sequence[str]) -> list[tuple[str, int]]:

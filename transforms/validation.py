@@ -104,99 +104,106 @@ class _ColumnParser:
         self.column = column
         self.timezone = zoneinfo.ZoneInfo(column.timezone) if column.timezone != "UTC" else dt.UTC
         self.allowed = None if column.allowed is None else set(column.allowed)
+        self.allowed_strings = (
+            None
+            if column.allowed is None
+            else pa.array([str(v) for v in column.allowed], type=pa.string())
+        )
 
-    def parse(self, texts: list[str]) -> tuple[pa.Array, list[str | None]]:
-        """Returns the typed column (null where missing or bad) and a per-row problem."""
+    def parse(self, strings: pa.Array) -> tuple[pa.Array, list[str | None]]:
+        """Typed column (null where missing or bad) and a per-row problem, from
+        whitespace-trimmed field strings."""
         column = self.column
-        problems: list[str | None] = [None] * len(texts)
-        missing = np.fromiter((text == "" for text in texts), dtype=bool, count=len(texts))
+        problems: list[str | None] = [None] * len(strings)
+        missing = pc.equal(strings, "").to_numpy(zero_copy_only=False)
         if column.type is ColumnType.STRING:
-            values = pa.array(texts, type=pa.string())
-            values = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), values)
-            if self.allowed is not None:
-                for i, text in enumerate(texts):
-                    if not missing[i] and text not in self.allowed:
-                        problems[i] = (
-                            f"{text!r} is not an allowed value "
-                            f"({', '.join(map(str, column.allowed))})"
-                        )
+            values = pc.if_else(missing, pa.scalar(None, pa.string()), strings)
+            if self.allowed_strings is not None:
+                allowed = pc.is_in(strings, value_set=self.allowed_strings)
+                for i in np.flatnonzero(~allowed.to_numpy(zero_copy_only=False) & ~missing):
+                    problems[i] = (
+                        f"{strings[i].as_py()!r} is not an allowed value "
+                        f"({', '.join(map(str, column.allowed))})"
+                    )
         elif column.type is ColumnType.TIMESTAMP:
-            values = self._parse_timestamps(texts, missing, problems)
+            values = self._parse_timestamps(strings, missing, problems)
         else:
-            values = self._parse_numbers(texts, missing, problems)
+            values = self._parse_numbers(strings, missing, problems)
         values, problems = self._apply_missing(values, missing, problems)
         return values, problems
 
-    def _parse_numbers(self, texts, missing, problems) -> pa.Array:
+    def _parse_numbers(self, strings, missing, problems) -> pa.Array:
         column = self.column
         is_float = column.type is ColumnType.FLOAT
         dtype = np.float64 if is_float else np.int64
         present = ~missing
-        numbers = np.zeros(len(texts), dtype=dtype)
-        bad = np.zeros(len(texts), dtype=bool)
-        present_texts = np.array(texts, dtype=object)[present]
+        numbers = np.zeros(len(strings), dtype=dtype)
+        bad = np.zeros(len(strings), dtype=bool)
         try:
-            numbers[present] = present_texts.astype(np.float64 if is_float else np.int64)
-        except (ValueError, OverflowError):
+            cast = pc.cast(strings.filter(present), pa.float64() if is_float else pa.int64())
+            numbers[present] = cast.to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             # Slow path, only for batches with at least one unusual value.
             parse = _parse_float if is_float else _parse_int
             for i in np.flatnonzero(present):
-                number = parse(texts[i])
+                text = strings[i].as_py()
+                number = parse(text)
                 if number is None or (not is_float and not -(2**63) <= number < 2**63):
                     bad[i] = True
                     kind = "a number" if is_float else "an integer"
-                    problems[i] = f"{texts[i]!r} is not {kind}"
+                    problems[i] = f"{text!r} is not {kind}"
                 else:
                     numbers[i] = number
         if is_float:
             not_finite = present & ~bad & ~_is_finite(numbers)
             for i in np.flatnonzero(not_finite):
-                problems[i] = f"{texts[i]!r} is not a finite number"
+                problems[i] = f"{strings[i].as_py()!r} is not a finite number"
             bad |= not_finite
         checks = present & ~bad
         if column.min is not None:
             for i in np.flatnonzero(checks & (numbers < column.min)):
-                problems[i] = f"{texts[i]} is below min {column.min:g}"
+                problems[i] = f"{strings[i].as_py()} is below min {column.min:g}"
         if column.max is not None:
             for i in np.flatnonzero(checks & (numbers > column.max)):
-                problems[i] = f"{texts[i]} is above max {column.max:g}"
+                problems[i] = f"{strings[i].as_py()} is above max {column.max:g}"
         if self.allowed is not None:
-            allowed = np.array(
-                sorted(v for v in self.allowed if isinstance(v, int)), dtype=np.int64
-            )
+            allowed = np.array([v for v in self.allowed if isinstance(v, int)], dtype=np.int64)
             for i in np.flatnonzero(checks & ~np.isin(numbers, allowed)):
-                problems[i] = f"{texts[i]} is not an allowed value"
+                problems[i] = f"{strings[i].as_py()} is not an allowed value"
         return pa.array(numbers, mask=missing | bad)
 
-    def _parse_timestamps(self, texts, missing, problems) -> pa.Array:
-        seconds = np.zeros(len(texts), dtype=np.int64)
-        bad = np.zeros(len(texts), dtype=bool)
-        strings = pa.array(texts, type=pa.string())
-        fast = np.zeros(len(texts), dtype=bool)
+    def _parse_timestamps(self, strings, missing, problems) -> pa.Array:
+        seconds = np.zeros(len(strings), dtype=np.int64)
+        bad = np.zeros(len(strings), dtype=bool)
+        fast = np.zeros(len(strings), dtype=bool)
         if self.timezone is dt.UTC:
             # Fast path for the common 'YYYY-MM-DD HH:MM:SS[ UTC|Z]' form.
             stripped = pc.replace_substring_regex(strings, r"( UTC|Z)$", "")
             fast = pc.match_substring_regex(stripped, _ISO_SECONDS).to_numpy(zero_copy_only=False)
             if fast.any():
-                normalised = pc.replace_substring(stripped, "T", " ")
-                parsed = pc.strptime(
-                    pc.if_else(pa.array(fast), normalised, pa.scalar("1970-01-01 00:00:00")),
-                    format="%Y-%m-%d %H:%M:%S",
-                    unit="s",
-                    error_is_null=True,
+                normalised = pc.if_else(
+                    fast, pc.replace_substring(stripped, "T", " "), "1970-01-01 00:00:00"
                 )
-                parsed_seconds = parsed.cast(pa.int64())
-                invalid = pc.is_null(parsed_seconds).to_numpy(zero_copy_only=False)
-                values = parsed_seconds.fill_null(0).to_numpy(zero_copy_only=False)
+                parsed = pc.strptime(
+                    normalised, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True
+                )
+                # strptime rolls impossible dates over (Feb 31 -> Mar 3); printing the
+                # result back and comparing catches them.
+                round_trip = pc.equal(
+                    pc.strftime(parsed, format="%Y-%m-%d %H:%M:%S"), normalised
+                ).fill_null(False)
+                invalid = ~round_trip.to_numpy(zero_copy_only=False)
+                values = parsed.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
                 seconds[fast] = values[fast]
                 for i in np.flatnonzero(fast & invalid):
                     bad[i] = True
-                    problems[i] = f"{texts[i]!r} is not a valid timestamp"
+                    problems[i] = f"{strings[i].as_py()!r} is not a valid timestamp"
         for i in np.flatnonzero(~fast & ~missing):
-            parsed_value = _parse_timestamp(texts[i], self.timezone)
+            text = strings[i].as_py()
+            parsed_value = _parse_timestamp(text, self.timezone)
             if parsed_value is None:
                 bad[i] = True
-                problems[i] = f"{texts[i]!r} is not a timestamp"
+                problems[i] = f"{text!r} is not a timestamp"
             else:
                 seconds[i] = parsed_value
         return pa.array(seconds, mask=missing | bad)
@@ -253,7 +260,7 @@ class LineParser:
             if layout.header is not None and line == layout.header:
                 header_lines += 1
                 continue
-            if not line.strip():
+            if not line or line.isspace():
                 dead_letters.append(dead_letter(source, line, "empty line"))
                 continue
             fields = self._split(line)
@@ -267,14 +274,15 @@ class LineParser:
                 continue
             sources.append(source)
             lines.append(line)
-            rows.append([fields[p].strip() for p in layout.positions])
+            rows.append(fields if layout.in_spec_order else [fields[p] for p in layout.positions])
 
         count = len(rows)
         first_problem: list[tuple[str, str] | None] = [None] * count
         arrays = []
-        for index, parser in enumerate(self.column_parsers):
-            texts = [row[index] for row in rows]
-            values, problems = parser.parse(texts)
+        fields_by_column = list(zip(*rows, strict=True)) if rows else [()] * len(self.schema)
+        for parser, texts in zip(self.column_parsers, fields_by_column, strict=True):
+            strings = pc.utf8_trim_whitespace(pa.array(texts, type=pa.string()))
+            values, problems = parser.parse(strings)
             arrays.append(values)
             for i, problem in enumerate(problems):
                 if problem is not None and first_problem[i] is None:
