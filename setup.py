@@ -23,6 +23,8 @@ setuptools.setup(
         "numpy",
         "pydantic>=2",
         "pyyaml",
+        # Beam's TFRecord sink checksums with crcmod and warns on every run without it.
+        "crcmod",
     ],
     extras_require={"dev": ["pytest", "ruff"]},
 )

@@ -18,6 +18,7 @@ import datetime as dt
 import gzip
 import io
 import logging
+import os
 import sys
 from dataclasses import dataclass
 
@@ -227,6 +228,9 @@ def write_csv(records: list[list[str]], output: str) -> None:
     writer.writerow(HEADER)
     writer.writerows(records)
     payload = buffer.getvalue().encode("utf-8")
+    directory = os.path.dirname(output)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
     if output.endswith(".gz"):
         # mtime=0 keeps the gzip bytes identical between runs.
         payload = gzip.compress(payload, mtime=0)

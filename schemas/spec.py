@@ -581,11 +581,16 @@ def _value_problems(column: Column, value: Any) -> list[str]:
     return problems
 
 
-def _format_pydantic_error(error: dict[str, Any]) -> str:
+def _format_pydantic_error(error: dict[str, Any], document: dict) -> str:
     path = ""
+    node: Any = document
     for part in error["loc"]:
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
         if isinstance(part, int):
             path += f"[{part}]"
+            name = node.get("name") if isinstance(node, dict) else None
+            if isinstance(name, str) and path.count("[") == 1:
+                path += f" ({name})"
         elif part in STEP_TYPES:
             continue  # pydantic adds the union member's tag to the path; it is noise here
         else:
@@ -598,6 +603,12 @@ def _format_pydantic_error(error: dict[str, Any]) -> str:
     return f"{path or '<top level>'}: {message}"
 
 
+def _has(node: dict | list, part: Any) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
+
+
 def parse_spec(document: Any, source: str = "<spec>") -> DatasetSpec:
     """Validates a parsed YAML document; raises SpecError listing every problem."""
     if not isinstance(document, dict):
@@ -605,7 +616,8 @@ def parse_spec(document: Any, source: str = "<spec>") -> DatasetSpec:
     try:
         spec = DatasetSpec.model_validate(document)
     except pydantic.ValidationError as error:
-        raise SpecError(source, [_format_pydantic_error(e) for e in error.errors()]) from None
+        problems = [_format_pydantic_error(e, document) for e in error.errors()]
+        raise SpecError(source, problems) from None
     problems = _check_references(spec)
     if problems:
         raise SpecError(source, problems)

@@ -86,7 +86,7 @@ def test_loading_the_spec_does_not_import_tensorflow_or_beam():
 def test_misspelled_transformation_is_named_with_a_suggestion(taxi_doc):
     feature(taxi_doc, "latdiff_z")["transform"] = "scale_to_zscore"
     (problem,) = problems_of(taxi_doc)
-    assert problem.startswith("features[7].transform")
+    assert problem.startswith("features[7] (latdiff_z).transform:")
     assert "unknown transformation 'scale_to_zscore'" in problem
     assert "did you mean 'scale_to_z_score'" in problem
 
@@ -102,13 +102,13 @@ def test_feature_over_a_missing_column(taxi_doc):
 def test_unknown_field_is_rejected(taxi_doc):
     taxi_doc["columns"][2]["maximum"] = 3
     (problem,) = problems_of(taxi_doc)
-    assert problem == "columns[2].maximum: unknown field (check its spelling)"
+    assert problem == "columns[2] (pickup_longitude).maximum: unknown field (check its spelling)"
 
 
 def test_unknown_column_type(taxi_doc):
     taxi_doc["columns"][0]["type"] = "text"
     (problem,) = problems_of(taxi_doc)
-    assert problem.startswith("columns[0].type:")
+    assert problem.startswith("columns[0] (trip_id).type:")
 
 
 def test_duplicate_column(taxi_doc):
@@ -219,7 +219,7 @@ def test_fill_missing_value_of_the_wrong_type(taxi_doc):
 def test_bad_step_parameter(taxi_doc):
     feature(taxi_doc, "pickup_latitude_bucket")["transform"] = {"bucketize": {"num_buckets": 1}}
     (problem,) = problems_of(taxi_doc)
-    assert problem.startswith("features[11].transform[0].num_buckets:")
+    assert problem.startswith("features[11] (pickup_latitude_bucket).transform[0].num_buckets:")
 
 
 def test_derived_column_arity(taxi_doc):
