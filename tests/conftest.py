@@ -23,6 +23,26 @@ def test_pipeline():
     return TestPipeline(runner="FnApiRunner")
 
 
+def minimal_spec(**overrides):
+    """A small valid spec (id, when, x, y; label y) with top-level fields replaced."""
+    from schemas.spec import parse_spec
+
+    document = {
+        "name": "tiny",
+        "columns": [
+            {"name": "id", "type": "string"},
+            {"name": "when", "type": "timestamp"},
+            {"name": "x", "type": "float"},
+            {"name": "y", "type": "float"},
+        ],
+        "timestamp_column": "when",
+        "key_column": "id",
+        "label": "y",
+        "features": [{"name": "x_z", "source": "x", "transform": "scale_to_z_score"}],
+    }
+    return parse_spec({**document, **overrides})
+
+
 @pytest.fixture(scope="session")
 def taxi_document() -> dict:
     return yaml.safe_load(TAXI_SPEC.read_text())

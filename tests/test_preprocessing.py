@@ -13,8 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from schemas.spec import DatetimePart, parse_spec
-from tests.conftest import test_pipeline
+from pipeline.sample_data import HEADER as COLUMNS
+from schemas.spec import DatetimePart
+from tests.conftest import minimal_spec, test_pipeline
 from transforms.preprocessing import civil_from_days, datetime_part
 from transforms.validation import arrow_schema
 
@@ -77,19 +78,6 @@ TRAIN = [
 EVAL = [
     ("e00", 3, -73.90, 40.70, -73.90, 40.70, 1, "Nowhere", "CARD", "XYZ", 10.0),
     ("e01", 27, -73.99, 40.75, -73.98, 40.76, 1, "Midtown", "CASH", "CMT", 8.0),
-]
-COLUMNS = [
-    "trip_id",
-    "pickup_datetime",
-    "pickup_longitude",
-    "pickup_latitude",
-    "dropoff_longitude",
-    "dropoff_latitude",
-    "passenger_count",
-    "pickup_zone",
-    "payment_type",
-    "vendor_id",
-    "fare_amount",
 ]
 
 
@@ -255,27 +243,8 @@ def test_transformed_schema_declares_every_feature(taxi_result, taxi_spec):
 # --- the escape hatch -----------------------------------------------------------
 
 
-def tiny_spec(preprocessing_fn: str | None):
-    return parse_spec(
-        {
-            "name": "tiny",
-            "columns": [
-                {"name": "id", "type": "string"},
-                {"name": "when", "type": "timestamp"},
-                {"name": "x", "type": "float"},
-                {"name": "y", "type": "float"},
-            ],
-            "timestamp_column": "when",
-            "key_column": "id",
-            "label": "y",
-            "features": [{"name": "x_z", "source": "x", "transform": "scale_to_z_score"}],
-            "preprocessing_fn": preprocessing_fn,
-        }
-    )
-
-
 def test_custom_preprocessing_fn_is_composed_with_the_declarative_part(tmp_path):
-    spec = tiny_spec("tests.custom_preprocessing:x_times_y")
+    spec = minimal_spec(preprocessing_fn="tests.custom_preprocessing:x_times_y")
     batch = pa.RecordBatch.from_pydict(
         {"id": ["a", "b", "c"], "when": [0, 1, 2], "x": [1.0, 2.0, 3.0], "y": [4.0, 5.0, 6.0]},
         schema=arrow_schema(spec),
@@ -292,7 +261,7 @@ def test_custom_preprocessing_fn_is_composed_with_the_declarative_part(tmp_path)
 def test_custom_preprocessing_fn_may_not_redefine_a_declared_feature(tmp_path):
     from transforms.preprocessing import make_preprocessing_fn
 
-    spec = tiny_spec("tests.custom_preprocessing:clashing")
+    spec = minimal_spec(preprocessing_fn="tests.custom_preprocessing:clashing")
     fn = make_preprocessing_fn(spec)
     import tensorflow as tf
 

@@ -13,8 +13,7 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from schemas.spec import parse_spec
-from tests.conftest import ROOT, test_pipeline
+from tests.conftest import ROOT, minimal_spec, test_pipeline
 from transforms.split import SplitByKey, assign_splits, key_bucket, split_boundaries
 
 PERCENTAGES = {"train": 80, "eval": 10, "test": 10}
@@ -68,24 +67,10 @@ def test_int_and_string_keys_with_the_same_text_share_a_split():
 
 
 def test_split_by_key_routes_every_row_to_exactly_one_split():
-    spec = parse_spec(
-        {
-            "name": "tiny",
-            "columns": [
-                {"name": "id", "type": "string"},
-                {"name": "when", "type": "timestamp"},
-                {"name": "y", "type": "float"},
-            ],
-            "timestamp_column": "when",
-            "key_column": "id",
-            "label": "y",
-            "split": {"percentages": PERCENTAGES},
-            "features": [{"name": "y2", "source": "y", "transform": "passthrough"}],
-        }
-    )
+    spec = minimal_spec(split={"percentages": PERCENTAGES})
     ids = [f"id-{i}" for i in range(500)]
     batches = [
-        pa.RecordBatch.from_pydict({"id": ids[i : i + 100], "when": [0] * 100, "y": [1.0] * 100})
+        pa.RecordBatch.from_pydict({"id": ids[i : i + 100], "x": [1.0] * 100})
         for i in range(0, 500, 100)
     ]
     names = list(PERCENTAGES)
