@@ -1,0 +1,74 @@
+"""setup.py ships exactly the project's packages, as Dataflow workers receive them."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+import sysconfig
+import tarfile
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_sdist_installs_into_a_clean_virtualenv_and_imports_there(tmp_path):
+    # Dataflow stages `python setup.py sdist` and pip-installs it on each worker.
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path / "dist")],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    (sdist,) = glob.glob(str(tmp_path / "dist" / "*.tar.gz"))
+    with tarfile.open(sdist) as archive:
+        top_level = {name.split("/")[1] for name in archive.getnames() if name.count("/") >= 2}
+    assert {"pipeline", "transforms", "schemas"} <= top_level
+    assert not {"tests", "benchmarks", ".venv", "data", "out"} & top_level
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            sdist,
+        ],
+        check=True,
+        capture_output=True,
+        # Offline, the build backend (setuptools, wheel) comes from the test environment.
+        env={**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]},
+    )
+    # Dependencies come from the test environment, appended after the clean venv's
+    # own site-packages, so the project itself can only come from the sdist.
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    with open(f"{purelib}/test_dependencies.pth", "w") as handle:
+        handle.write(sysconfig.get_paths()["purelib"] + "\n")
+    code = (
+        "import importlib.resources, pipeline.preprocess, transforms.analyze, schemas.spec\n"
+        "from schemas.spec import load_spec\n"
+        "spec = load_spec(str(importlib.resources.files('schemas') / 'taxi.yaml'))\n"
+        "print(schemas.spec.__file__); print(spec.name)\n"
+    )
+    result = subprocess.run(
+        [python, "-c", code], cwd=tmp_path, check=True, capture_output=True, text=True
+    )
+    module_file, name = result.stdout.split()
+    assert module_file.startswith(str(venv))
+    assert name == "taxi"
