@@ -28,9 +28,10 @@ from apache_beam.options.pipeline_options import (
 from pipeline import manifest as manifest_io
 from pipeline.options import OptionsError, PreprocessOptions, pin_local_runner, validate_options
 from schemas.spec import DatasetSpec, SpecError, load_spec
+from transforms.aggregates import JoinAggregates
 from transforms.csv_source import CsvLayout, InputError, ReadCsvLines, discover_layouts
 from transforms.split import SplitByKey
-from transforms.validation import ParseAndValidate, arrow_schema, dead_letter_to_json
+from transforms.validation import ParseAndValidate, dead_letter_to_json, rows_schema
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 COUNTS_DIR = "_counts"
@@ -94,7 +95,8 @@ def build_pipeline(
     if lines is None:
         lines = p | "ReadCsv" >> ReadCsvLines(preprocess.input)
     parsed = lines | "ValidateRows" >> ParseAndValidate(spec, layouts, preprocess.parse_batch_size)
-    splits = parsed.valid | "SplitRows" >> SplitByKey(spec)
+    rows = parsed.valid | "JoinAggregates" >> JoinAggregates(spec, preprocess.parse_batch_size)
+    splits = rows | "SplitRows" >> SplitByKey(spec)
     transformed = splits | "AnalyzeAndTransform" >> AnalyzeAndTransform(
         spec, out.temp_dir(temp_location)
     )
@@ -118,7 +120,7 @@ def build_pipeline(
     if preprocess.write_raw_features:
         import pyarrow as pa
 
-        schema = arrow_schema(spec)
+        schema = rows_schema(spec)
         for split, batches in splits.items():
             _ = (
                 batches
@@ -302,6 +304,18 @@ def write_outputs_metadata(
         ],
         "key_column": spec.key_column,
         "timestamp_column": spec.timestamp_column,
+        "aggregates": [
+            {
+                "name": aggregate.name,
+                "key": list(aggregate.key),
+                "value": aggregate.value,
+                "agg": aggregate.agg.value,
+                "window_seconds": aggregate.window_seconds,
+                "period_seconds": aggregate.period_seconds,
+                "default": aggregate.default,
+            }
+            for aggregate in spec.aggregates
+        ],
         "label": spec.label,
         "counts": counts,
         "splits": splits,

@@ -122,6 +122,66 @@ class Derived(_Strict):
     inputs: list[Name] = Field(min_length=1)
 
 
+class AggregateFunction(enum.StrEnum):
+    COUNT = "count"
+    SUM = "sum"
+    MEAN = "mean"
+    MIN = "min"
+    MAX = "max"
+
+
+_DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds in '90s', '5min', '5m', '1h', '2d' or a whole number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int):
+        seconds = value
+    else:
+        match = re.fullmatch(r"\s*(\d+)\s*([a-z]+)\s*", str(value))
+        if not match or match.group(2) not in _DURATION_UNITS:
+            raise ValueError(f"{value!r} is not a duration like 30s, 5min, 1h or 2d")
+        seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be positive")
+    return seconds
+
+
+Duration = Annotated[int, pydantic.BeforeValidator(parse_duration)]
+
+
+class Aggregate(_Strict):
+    """An event-time windowed aggregate over earlier rows of the same entity.
+
+    For a row of entity k at event time t, with e = floor(t / period) * period,
+    the value aggregates the rows of k whose event time lies in [e - window, e).
+    A row never sees itself, nor anything at or after e.
+    """
+
+    name: Name
+    key: list[Name] = Field(min_length=1)
+    agg: AggregateFunction
+    value: Name | None = None
+    window: Duration
+    period: Duration
+    # Value of the feature when the window holds no rows.
+    default: float | int = 0
+
+    @property
+    def window_seconds(self) -> int:
+        return self.window
+
+    @property
+    def period_seconds(self) -> int:
+        return self.period
+
+    @property
+    def kind(self) -> Kind:
+        return Kind.INT if self.agg is AggregateFunction.COUNT else Kind.FLOAT
+
+
 # --- Transformation steps -------------------------------------------------------
 # Each step accepts some input kinds and produces one output kind; the loader
 # checks every chain, so a spec that would fail inside TensorFlow fails here.
@@ -353,6 +413,7 @@ class DatasetSpec(_Strict):
     key_column: Name
     label: Name
     split: Split = Field(default_factory=Split)
+    aggregates: list[Aggregate] = Field(default_factory=list)
     derived: list[Derived] = Field(default_factory=list)
     features: list[Feature] = Field(min_length=1)
     # Escape hatch: 'package.module:function' taking the dict of input tensors
@@ -384,6 +445,7 @@ class DatasetSpec(_Strict):
     def feature_kinds(self) -> dict[str, tuple[Kind, int | None]]:
         """Output kind and categorical cardinality of every declared feature."""
         kinds = {column.name: (column.kind, None) for column in self.columns}
+        kinds.update({aggregate.name: (aggregate.kind, None) for aggregate in self.aggregates})
         kinds.update({derived.name: (Kind.FLOAT, None) for derived in self.derived})
         result: dict[str, tuple[Kind, int | None]] = {}
         for feature in self.features:
@@ -465,6 +527,34 @@ def _check_references(spec: DatasetSpec) -> list[str]:
     optional_without_default = {
         c.name for c in spec.columns if not c.required and c.default is None
     }
+    for i, aggregate in enumerate(spec.aggregates):
+        where = f"aggregates[{i}] ({aggregate.name})"
+        if aggregate.name in available:
+            problems.append(f"{where}: name is already used by a column or aggregate")
+        for name in aggregate.key:
+            column = must_be_column(f"{where}.key", name, {Kind.STRING, Kind.INT})
+            if column is not None and not column.required:
+                problems.append(f"{where}.key: column '{name}' must be required")
+        if aggregate.agg is AggregateFunction.COUNT:
+            if aggregate.value is not None:
+                problems.append(f"{where}: count takes no 'value'")
+        elif aggregate.value is None:
+            problems.append(f"{where}: {aggregate.agg.value} needs a 'value' column")
+        else:
+            column = must_be_column(f"{where}.value", aggregate.value, _NUMERIC)
+            if column is not None and name_may_be_missing(column):
+                problems.append(f"{where}.value: column '{column.name}' may be missing")
+        if aggregate.window % aggregate.period:
+            # Whole periods make [e - W, e) a union of complete period buckets, which
+            # is what lets batch pre-aggregate per period and streaming use
+            # SlidingWindows(W, P) with the same result.
+            problems.append(
+                f"{where}: window ({aggregate.window}s) must be a whole multiple of "
+                f"period ({aggregate.period}s)"
+            )
+        if aggregate.kind is Kind.INT and not isinstance(aggregate.default, int):
+            problems.append(f"{where}: default of a count must be an integer")
+        available[aggregate.name] = aggregate.kind
     for i, derived in enumerate(spec.derived):
         where = f"derived[{i}] ({derived.name})"
         if derived.name in available:
@@ -552,6 +642,10 @@ def _check_references(spec: DatasetSpec) -> list[str]:
             kind = step.output_kind(kind)
         available[feature.name] = kind
     return problems
+
+
+def name_may_be_missing(column: Column) -> bool:
+    return not column.required and column.default is None
 
 
 def _kind_value_problems(kind: Kind, value: Any) -> list[str]:

@@ -156,6 +156,16 @@ def test_manifest_describes_the_run(run_result):
     manifest = run_result["manifest"]
     assert manifest["key_column"] == "trip_id"
     assert manifest["timestamp_column"] == "pickup_datetime"
+    assert manifest["aggregates"][0] == {
+        "name": "zone_trips_1h",
+        "key": ["pickup_zone"],
+        "value": None,
+        "agg": "count",
+        "window_seconds": 3600,
+        "period_seconds": 300,
+        "default": 0,
+    }
+    assert [a["name"] for a in manifest["aggregates"]] == ["zone_trips_1h", "zone_mean_fare_3h"]
     assert [os.path.basename(i["path"]) for i in manifest["inputs"]] == [
         "trips-a.csv",
         "trips-b.csv.gz",
@@ -175,7 +185,7 @@ def test_raw_features_hold_the_validated_rows(run_result):
     manifest = run_result["manifest"]
     tables = [pq.read_table(path) for path in manifest["raw_features_files"]]
     assert sum(t.num_rows for t in tables) == manifest["counts"]["valid"]
-    assert tables[0].column_names == list(HEADER)
+    assert tables[0].column_names == [*HEADER, "zone_trips_1h", "zone_mean_fare_3h"]
     eval_files = [p for p in manifest["raw_features_files"] if "/eval/" in p]
     eval_keys = {k for p in eval_files for k in pq.read_table(p).column("trip_id").to_pylist()}
     assert eval_keys == {
@@ -183,12 +193,18 @@ def test_raw_features_hold_the_validated_rows(run_result):
     }
 
 
+def test_aggregates_in_raw_features_match_a_brute_force_reference(run_result):
+    from tests.aggregate_reference import mismatches
+
+    assert mismatches(run_result["output_dir"]) == {"zone_trips_1h": 0, "zone_mean_fare_3h": 0}
+
+
 def test_transform_graph_loads_in_the_standard_layout(run_result):
     import tensorflow_transform as tft
 
     output = tft.TFTransformOutput(run_result["output_dir"])
     assert output.vocabulary_size_by_name("payment_type_id") == 4
-    assert set(output.raw_feature_spec()) == set(HEADER)
+    assert set(output.raw_feature_spec()) == {*HEADER, "zone_trips_1h", "zone_mean_fare_3h"}
     assert output.raw_feature_spec()["vendor_id"].__class__.__name__ == "VarLenFeature"
 
 

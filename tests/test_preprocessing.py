@@ -17,7 +17,7 @@ from pipeline.sample_data import HEADER as COLUMNS
 from schemas.spec import DatetimePart
 from tests.conftest import minimal_spec, test_pipeline
 from transforms.preprocessing import civil_from_days, datetime_part
-from transforms.validation import arrow_schema
+from transforms.validation import arrow_schema, rows_schema
 
 pytestmark = pytest.mark.slow
 
@@ -81,10 +81,21 @@ EVAL = [
 ]
 
 
+def zone_trips(index: int) -> int:
+    """Stand-in aggregate values: the aggregates have their own tests."""
+    return (index * 7) % 11
+
+
+def zone_mean_fare(index: int) -> float:
+    return 5.0 + (index * 3) % 13
+
+
 def to_batch(rows, spec) -> pa.RecordBatch:
     columns = {name: [row[i] for row in rows] for i, name in enumerate(COLUMNS)}
     columns["pickup_datetime"] = [BASE + 3600 * h for h in columns["pickup_datetime"]]
-    return pa.RecordBatch.from_pydict(columns, schema=arrow_schema(spec))
+    columns["zone_trips_1h"] = [zone_trips(i) for i in range(len(rows))]
+    columns["zone_mean_fare_3h"] = [zone_mean_fare(i) for i in range(len(rows))]
+    return pa.RecordBatch.from_pydict(columns, schema=rows_schema(spec))
 
 
 def run_transform(spec, splits: dict, tmp_path) -> tuple[dict, object]:
@@ -175,6 +186,16 @@ def test_deltas_and_distance_are_z_scored_over_train(taxi_result):
         expected = (values - values.mean()) / values.std()
         got = np.array([decoded["train"][row[0]][name] for row in TRAIN])
         np.testing.assert_allclose(got, expected, atol=2e-3)
+
+
+def test_aggregate_columns_are_transformed_like_raw_columns(taxi_result):
+    decoded, _ = taxi_result
+    trips = np.log1p([zone_trips(i) for i in range(len(TRAIN))])
+    fares = np.array([zone_mean_fare(i) for i in range(len(TRAIN))])
+    for name, values in (("zone_trips_1h_log_z", trips), ("zone_mean_fare_3h_z", fares)):
+        expected = (values - values.mean()) / values.std()
+        got = np.array([decoded["train"][row[0]][name] for row in TRAIN])
+        np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 def test_passenger_count_passes_through(taxi_result):

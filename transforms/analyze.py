@@ -26,13 +26,13 @@ TRANSFORM_FN = "[transform_fn]"
 
 
 def tfxio_arrow_schema(spec: DatasetSpec) -> pa.Schema:
-    from transforms.validation import arrow_schema
+    from transforms.validation import rows_schema
 
     fields = []
-    for field in arrow_schema(spec):
+    for field in rows_schema(spec):
         value_type = _tfxio_value_type(field.type)
         fields.append(pa.field(field.name, pa.large_list(value_type)))
-    key_type = _tfxio_value_type(arrow_schema(spec).field(spec.key_column).type)
+    key_type = _tfxio_value_type(rows_schema(spec).field(spec.key_column).type)
     fields.append(pa.field(PASSTHROUGH_KEY, pa.large_list(key_type)))
     return pa.schema(fields)
 

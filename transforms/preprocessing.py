@@ -17,7 +17,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from schemas.spec import ColumnType, DatasetSpec, DatetimePart, DerivedOp, Feature
+from schemas.spec import ColumnType, DatasetSpec, DatetimePart, DerivedOp, Feature, Kind
 
 
 def raw_feature_spec(spec: DatasetSpec) -> dict[str, Any]:
@@ -36,6 +36,9 @@ def raw_feature_spec(spec: DatasetSpec) -> dict[str, Any]:
             feature_spec[column.name] = tf.io.FixedLenFeature([], dtypes[column.type])
         else:
             feature_spec[column.name] = tf.io.VarLenFeature(dtypes[column.type])
+    for aggregate in spec.aggregates:
+        dtype = tf.int64 if aggregate.kind is Kind.INT else tf.float32
+        feature_spec[aggregate.name] = tf.io.FixedLenFeature([], dtype)
     return feature_spec
 
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from schemas.spec import Column, ColumnType, DatasetSpec
+from schemas.spec import Aggregate, AggregateFunction, Column, ColumnType, DatasetSpec
 from transforms.csv_source import UTF8_BOM, CsvLayout
 
 DEAD_LETTER_TAG = "dead_letter"
@@ -41,6 +41,16 @@ _ISO_SECONDS = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$"
 def arrow_schema(spec: DatasetSpec) -> pa.Schema:
     """Schema of validated rows: one nullable column per spec column, in spec order."""
     return pa.schema([pa.field(c.name, _ARROW_TYPES[c.type]) for c in spec.columns])
+
+
+def aggregate_arrow_type(aggregate: Aggregate) -> pa.DataType:
+    return pa.int64() if aggregate.agg is AggregateFunction.COUNT else pa.float64()
+
+
+def rows_schema(spec: DatasetSpec) -> pa.Schema:
+    """Schema of validated rows with the spec's aggregate columns appended."""
+    aggregates = [pa.field(a.name, aggregate_arrow_type(a)) for a in spec.aggregates]
+    return pa.schema(list(arrow_schema(spec)) + aggregates)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,387 @@
+"""Windowed aggregates against a brute-force reference computed inside the test.
+
+The reference reads the semantics literally: for a row of entity k at t, with
+e = floor(t / P) * P, aggregate every row of k with event time in [e - W, e).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from schemas.spec import SpecError, parse_spec
+from tests.conftest import test_pipeline
+from transforms.aggregates import (
+    AggregateGroup,
+    JoinAggregates,
+    PeriodStats,
+    SlidingWindowAggregate,
+    group_aggregates,
+)
+from transforms.csv_source import layout_from_first_line
+from transforms.validation import LineParser, arrow_schema
+
+HOUR = 3600
+
+
+def make_spec(aggregates: list[dict]):
+    return parse_spec(
+        {
+            "name": "events",
+            "columns": [
+                {"name": "id", "type": "string"},
+                {"name": "when", "type": "timestamp"},
+                {"name": "zone", "type": "string"},
+                {"name": "vendor", "type": "int"},
+                {"name": "fare", "type": "float"},
+            ],
+            "timestamp_column": "when",
+            "key_column": "id",
+            "label": "fare",
+            "aggregates": aggregates,
+            "features": [{"name": "fare_z", "source": "fare", "transform": "scale_to_z_score"}],
+        }
+    )
+
+
+ALL_AGGREGATES = [
+    {"name": "zone_count_1h", "key": ["zone"], "agg": "count", "window": "1h", "period": "5min"},
+    {
+        "name": "zone_mean_3h",
+        "key": ["zone"],
+        "agg": "mean",
+        "value": "fare",
+        "window": "3h",
+        "period": "5min",
+        "default": -1.0,
+    },
+    {
+        "name": "vendor_sum_2h",
+        "key": ["vendor"],
+        "agg": "sum",
+        "value": "fare",
+        "window": "2h",
+        "period": "30min",
+    },
+    {
+        "name": "pair_min_90m",
+        "key": ["zone", "vendor"],
+        "agg": "min",
+        "value": "fare",
+        "window": "90min",
+        "period": "15min",
+        "default": 0.0,
+    },
+    {
+        "name": "pair_max_1d",
+        "key": ["zone", "vendor"],
+        "agg": "max",
+        "value": "fare",
+        "window": "1d",
+        "period": "15min",
+        "default": 0.0,
+    },
+]
+
+
+def brute_force(rows: list[dict], aggregate) -> dict[str, float]:
+    """{row id: value}, by scanning every row for every row."""
+    period, window = aggregate.period_seconds, aggregate.window_seconds
+    result = {}
+    for row in rows:
+        end = (row["when"] // period) * period
+        seen = [
+            other
+            for other in rows
+            if all(other[k] == row[k] for k in aggregate.key)
+            and end - window <= other["when"] < end
+        ]
+        values = [other[aggregate.value] for other in seen] if aggregate.value else []
+        if not seen:
+            result[row["id"]] = aggregate.default
+        elif aggregate.agg == "count":
+            result[row["id"]] = len(seen)
+        elif aggregate.agg == "sum":
+            result[row["id"]] = sum(values)
+        elif aggregate.agg == "mean":
+            result[row["id"]] = sum(values) / len(values)
+        elif aggregate.agg == "min":
+            result[row["id"]] = min(values)
+        else:
+            result[row["id"]] = max(values)
+    return result
+
+
+def random_rows(count: int, seed: int, span_hours: int = 60) -> list[dict]:
+    rng = random.Random(seed)
+    start = 1_735_689_600  # 2025-01-01 00:00:00 UTC, a period boundary
+    rows = []
+    for i in range(count):
+        if i % 7 == 0:  # exactly on a 5-minute (and often 15/30-minute) boundary
+            when = start + rng.randrange(0, span_hours * 12) * 300
+        else:
+            when = start + rng.randrange(0, span_hours * HOUR)
+        rows.append(
+            {
+                "id": f"r{i:04d}",
+                "when": when,
+                "zone": rng.choice(["north", "south", "east", "west"]),
+                "vendor": rng.choice([1, 2, 3]),
+                "fare": round(rng.uniform(2, 90), 2),
+            }
+        )
+    rows.append(
+        {"id": "lonely", "when": start + 5 * HOUR, "zone": "island", "vendor": 9, "fare": 7.0}
+    )
+    return rows
+
+
+def to_batches(rows: list[dict], spec, batch_size: int) -> list[pa.RecordBatch]:
+    schema = arrow_schema(spec)
+    return [
+        pa.RecordBatch.from_pylist(rows[i : i + batch_size], schema=schema)
+        for i in range(0, len(rows), batch_size)
+    ]
+
+
+def run_join(spec, batches) -> dict[str, dict]:
+    """Runs JoinAggregates and returns {row id: row dict}, read back from a file."""
+    import glob
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        with test_pipeline() as p:
+            _ = (
+                p
+                | beam.Create(batches)
+                | JoinAggregates(spec, batch_rows=64)
+                | beam.FlatMap(lambda batch: batch.to_pylist())
+                | beam.Map(json.dumps)
+                | beam.io.WriteToText(f"{directory}/rows")
+            )
+        results = []
+        for path in glob.glob(f"{directory}/rows*"):
+            with open(path) as handle:
+                results.extend(json.loads(line) for line in handle)
+    return {row["id"]: row for row in results}
+
+
+def assert_matches_reference(spec, rows, joined):
+    assert sorted(joined) == sorted(row["id"] for row in rows)
+    for aggregate in spec.aggregates:
+        expected = brute_force(rows, aggregate)
+        for row_id, value in expected.items():
+            got = joined[row_id][aggregate.name]
+            if aggregate.agg == "count":
+                assert got == value, (aggregate.name, row_id)
+            else:
+                assert got == pytest.approx(value, rel=1e-9, abs=1e-9), (aggregate.name, row_id)
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return make_spec(ALL_AGGREGATES)
+
+
+def test_random_data_matches_brute_force_for_every_row_and_aggregate(spec):
+    rows = random_rows(600, seed=1)
+    joined = run_join(spec, to_batches(rows, spec, batch_size=97))
+    assert_matches_reference(spec, rows, joined)
+    # The data must exercise both full and empty windows.
+    counts = [row["zone_count_1h"] for row in joined.values()]
+    assert 0 in counts and max(counts) >= 5
+
+
+def test_input_order_and_batching_do_not_matter(spec):
+    rows = random_rows(300, seed=2)
+    shuffled = list(rows)
+    random.Random(3).shuffle(shuffled)
+    first = run_join(spec, to_batches(rows, spec, batch_size=300))
+    second = run_join(spec, to_batches(shuffled, spec, batch_size=17))
+    assert first == second
+    assert_matches_reference(spec, rows, second)
+
+
+def test_events_on_boundaries_see_only_earlier_periods(spec):
+    start = 1_735_689_600
+    rows = [
+        {"id": "a", "when": start, "zone": "z", "vendor": 1, "fare": 10.0},
+        {"id": "b", "when": start + 300, "zone": "z", "vendor": 1, "fare": 20.0},
+        {"id": "c", "when": start + 300, "zone": "z", "vendor": 1, "fare": 30.0},
+        {"id": "d", "when": start + 599, "zone": "z", "vendor": 1, "fare": 40.0},
+        {"id": "e", "when": start + 600, "zone": "z", "vendor": 1, "fare": 50.0},
+        {"id": "f", "when": start + 3900, "zone": "z", "vendor": 1, "fare": 60.0},
+    ]
+    joined = run_join(spec, to_batches(rows, spec, batch_size=6))
+    counts = {row_id: row["zone_count_1h"] for row_id, row in joined.items()}
+    # b and c share a boundary: neither sees the other, nor d (same period, later).
+    # f at 1h05m sees [5min, 1h05m): b, c, d, e but not a.
+    assert counts == {"a": 0, "b": 1, "c": 1, "d": 1, "e": 4, "f": 4}
+    assert joined["e"]["zone_mean_3h"] == pytest.approx((10 + 20 + 30 + 40) / 4)
+    assert joined["a"]["zone_mean_3h"] == -1.0  # empty window: the declared default
+    assert_matches_reference(spec, rows, joined)
+
+
+def test_a_key_with_a_single_event_gets_the_defaults(spec):
+    rows = random_rows(50, seed=4)
+    joined = run_join(spec, to_batches(rows, spec, batch_size=50))
+    lonely = joined["lonely"]
+    assert lonely["zone_count_1h"] == 0
+    assert lonely["zone_mean_3h"] == -1.0
+    assert lonely["pair_min_90m"] == 0.0
+
+
+def test_timestamps_with_offsets_aggregate_by_their_utc_instant():
+    spec = make_spec(ALL_AGGREGATES[:1])
+    header = "id,when,zone,vendor,fare"
+    lines = [
+        "a,2025-01-01T10:00:00+02:00,z,1,5",  # 08:00 UTC
+        "b,2025-01-01 08:30:00 UTC,z,1,5",
+        "c,2025-01-01T03:45:00-05:00,z,1,5",  # 08:45 UTC
+        "d,2025-01-01T09:00:00Z,z,1,5",  # window [08:00, 09:00) holds a, b and c
+    ]
+    layout = layout_from_first_line("f.csv", 0, header, spec)
+    parsed = LineParser(spec, {"f.csv": layout}).parse([("f.csv", line.encode()) for line in lines])
+    assert parsed.dead_letters == []
+    joined = run_join(spec, [parsed.valid])
+    assert {k: v["zone_count_1h"] for k, v in joined.items()} == {"a": 0, "b": 1, "c": 2, "d": 3}
+
+
+def test_a_hot_key_across_many_blocks_matches_brute_force():
+    spec = make_spec(ALL_AGGREGATES[:2])
+    rng = random.Random(5)
+    start = 1_735_689_600
+    # One key, five days: every day boundary (a block boundary) is crossed.
+    rows = [
+        {
+            "id": f"h{i}",
+            "when": start + rng.randrange(0, 5 * 86400),
+            "zone": "hot",
+            "vendor": 1,
+            "fare": float(rng.randrange(1, 50)),
+        }
+        for i in range(400)
+    ]
+    joined = run_join(spec, to_batches(rows, spec, batch_size=50))
+    assert_matches_reference(spec, rows, joined)
+
+
+# --- building blocks --------------------------------------------------------------
+
+
+def test_period_stats_merge_equals_stats_of_all_rows():
+    rng = np.random.default_rng(0)
+    periods = rng.integers(0, 20, size=200)
+    fares = rng.uniform(0, 100, size=200)
+    whole = PeriodStats.from_rows(periods, {"fare": fares})
+    parts = [
+        PeriodStats.from_rows(periods[i : i + 30], {"fare": fares[i : i + 30]})
+        for i in range(0, 200, 30)
+    ]
+    merged = PeriodStats.merge(parts)
+    np.testing.assert_array_equal(merged.periods, whole.periods)
+    np.testing.assert_array_equal(merged.counts, whole.counts)
+    np.testing.assert_allclose(merged.sums["fare"], whole.sums["fare"])
+    np.testing.assert_array_equal(merged.mins["fare"], whole.mins["fare"])
+    np.testing.assert_array_equal(merged.maxs["fare"], whole.maxs["fare"])
+
+
+def test_groups_share_key_and_period(spec):
+    groups = group_aggregates(spec)
+    assert [(g.key_columns, g.period_seconds, len(g.aggregates)) for g in groups] == [
+        (("zone",), 300, 2),
+        (("vendor",), 1800, 1),
+        (("zone", "vendor"), 900, 2),
+    ]
+    assert groups[0].block_periods * 300 >= 86400
+
+
+def test_sliding_window_aggregate_with_test_stream():
+    """The streaming building block: per-period partials, then SlidingWindows(W, P)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.test_stream import TestStream
+    from apache_beam.transforms.window import TimestampedValue
+
+    spec = make_spec(
+        [
+            {"name": "n", "key": ["zone"], "agg": "count", "window": "1h", "period": "5min"},
+            {
+                "name": "avg",
+                "key": ["zone"],
+                "agg": "mean",
+                "value": "fare",
+                "window": "1h",
+                "period": "5min",
+            },
+        ]
+    )
+    (group,) = group_aggregates(spec)
+    start = 1_735_689_600
+    events = [
+        ("z", start + 10, 10.0),
+        ("z", start + 300, 20.0),  # on a boundary
+        ("y", start + 400, 5.0),
+        ("z", start + 1900, 30.0),
+        ("z", start + 4000, 40.0),
+    ]
+    stream = (
+        TestStream()
+        .advance_watermark_to(start)
+        .add_elements([TimestampedValue(((z,), {"fare": f}), t) for z, t, f in events[:3]])
+        .advance_watermark_to(start + 1800)
+        .add_elements([TimestampedValue(((z,), {"fare": f}), t) for z, t, f in events[3:]])
+        .advance_watermark_to_infinity()
+    )
+    expected = []
+    ends = {((t // 300) + 1 + i) * 300 for _, t, _ in events for i in range(12)}
+    for zone in ("z", "y"):
+        for end in sorted(ends):
+            seen = [f for z, t, f in events if z == zone and end - 3600 <= t < end]
+            if seen:
+                expected.append(((zone,), end, {"n": len(seen), "avg": sum(seen) / len(seen)}))
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(runner="BundleBasedDirectRunner", options=options) as p:
+        output = p | stream | SlidingWindowAggregate(group)
+        assert_that(output | beam.WindowInto(beam.window.GlobalWindows()), equal_to(expected))
+
+
+# --- spec rules -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"window": "7min"}, "window (420s) must be a whole multiple of period (300s)"),
+        ({"value": "fare"}, "count takes no 'value'"),
+        ({"agg": "mean"}, "mean needs a 'value' column"),
+        ({"key": ["zones"]}, "column 'zones' does not exist"),
+        ({"window": "1 fortnight"}, "is not a duration like 30s, 5min, 1h or 2d"),
+        ({"default": 0.5}, "default of a count must be an integer"),
+        ({"name": "fare"}, "name is already used by a column or aggregate"),
+    ],
+)
+def test_bad_aggregate_specs(change, message):
+    aggregate = {**ALL_AGGREGATES[0], **change}
+    with pytest.raises(SpecError) as raised:
+        make_spec([aggregate])
+    assert any(message in problem for problem in raised.value.problems), raised.value.problems
+
+
+def test_aggregate_value_must_be_numeric():
+    aggregate = {**ALL_AGGREGATES[1], "value": "zone"}
+    with pytest.raises(SpecError, match="column 'zone' is string, expected float or int"):
+        make_spec([aggregate])
+
+
+def test_empty_group_mean_is_not_nan():
+    group = AggregateGroup(("zone",), 300, tuple(make_spec(ALL_AGGREGATES[1:2]).aggregates))
+    assert not math.isnan(group.aggregates[0].default)

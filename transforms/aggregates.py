@@ -1,0 +1,461 @@
+"""Point-in-time correct, event-time windowed aggregates ("trips from this zone in
+the previous hour"), with one definition for batch and streaming.
+
+Semantics. For a row of entity k at event time t (seconds, UTC), let
+e = floor(t / P) * P. The aggregate is taken over every row of k whose event time
+lies in [e - W, e). The row never sees itself or anything at or after e, so the
+value is known at prediction time. Because W is a whole number of periods, that
+interval is exactly the periods with index q - W/P .. q - 1, where q = floor(t/P):
+both implementations pre-aggregate per (entity, period) and then combine whole
+periods, which is why they agree.
+
+- Streaming (`SlidingWindowAggregate`): events are combined per period in
+  FixedWindows(P), then the per-period partials are re-windowed into
+  SlidingWindows(W, P); the window ending at e holds exactly [e - W, e).
+- Batch (`JoinAggregates`): rows are pre-aggregated per (entity, block, period),
+  where a block is a fixed span of B seconds (a whole number of periods, at
+  least W). Each block's partials plus the trailing W of the previous block give
+  every window the block's rows need, and rows are joined back per
+  (entity, block). No step holds an entity's rows: memory per key is
+  O((B + W) / P) period partials per aggregate group, however hot the key.
+
+The per-period statistics (count, and sum/min/max of each value column) and the
+final formula (`finalize`) are shared by both paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.metrics import Metrics
+
+from schemas.spec import Aggregate, AggregateFunction, DatasetSpec
+from transforms.validation import aggregate_arrow_type, rows_schema
+
+# A block spans at least a day, so that short windows still make few groups.
+MIN_BLOCK_SECONDS = 86400
+
+
+@dataclasses.dataclass(frozen=True)
+class AggregateGroup:
+    """Aggregates that share entity key columns and period: one pass computes them."""
+
+    key_columns: tuple[str, ...]
+    period_seconds: int
+    aggregates: tuple[Aggregate, ...]
+
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        names = {a.value for a in self.aggregates if a.value is not None}
+        return tuple(sorted(names))
+
+    @property
+    def max_window_periods(self) -> int:
+        return max(a.window_seconds for a in self.aggregates) // self.period_seconds
+
+    @property
+    def block_periods(self) -> int:
+        longest = max(max(a.window_seconds for a in self.aggregates), MIN_BLOCK_SECONDS)
+        return math.ceil(longest / self.period_seconds)
+
+    @property
+    def label(self) -> str:
+        return f"{'_'.join(self.key_columns)}_{self.period_seconds}s"
+
+
+def group_aggregates(spec: DatasetSpec) -> list[AggregateGroup]:
+    groups: dict[tuple, list[Aggregate]] = {}
+    for aggregate in spec.aggregates:
+        groups.setdefault((tuple(aggregate.key), aggregate.period_seconds), []).append(aggregate)
+    return [AggregateGroup(key, period, tuple(aggs)) for (key, period), aggs in groups.items()]
+
+
+# --- per-period statistics ----------------------------------------------------
+
+
+@dataclasses.dataclass
+class PeriodStats:
+    """Statistics per period index, sorted by period, without duplicates.
+
+    `sums`, `mins` and `maxs` map each value column to an array aligned with
+    `periods`.
+    """
+
+    periods: np.ndarray
+    counts: np.ndarray
+    sums: dict[str, np.ndarray]
+    mins: dict[str, np.ndarray]
+    maxs: dict[str, np.ndarray]
+
+    @classmethod
+    def from_rows(cls, periods: np.ndarray, values: dict[str, np.ndarray]) -> PeriodStats:
+        unique, inverse = np.unique(periods, return_inverse=True)
+        size = len(unique)
+        sums, mins, maxs = {}, {}, {}
+        for name, column in values.items():
+            sums[name] = np.bincount(inverse, weights=column, minlength=size)
+            mins[name] = np.full(size, np.inf)
+            np.minimum.at(mins[name], inverse, column)
+            maxs[name] = np.full(size, -np.inf)
+            np.maximum.at(maxs[name], inverse, column)
+        return cls(unique, np.bincount(inverse, minlength=size), sums, mins, maxs)
+
+    @classmethod
+    def merge(cls, parts: Sequence[PeriodStats]) -> PeriodStats:
+        if len(parts) == 1:
+            return parts[0]
+        periods = np.concatenate([p.periods for p in parts])
+        unique, inverse = np.unique(periods, return_inverse=True)
+        size = len(unique)
+        counts = np.bincount(
+            inverse, weights=np.concatenate([p.counts for p in parts]), minlength=size
+        )
+        sums, mins, maxs = {}, {}, {}
+        for name in parts[0].sums:
+            sums[name] = np.bincount(
+                inverse, weights=np.concatenate([p.sums[name] for p in parts]), minlength=size
+            )
+            mins[name] = np.full(size, np.inf)
+            np.minimum.at(mins[name], inverse, np.concatenate([p.mins[name] for p in parts]))
+            maxs[name] = np.full(size, -np.inf)
+            np.maximum.at(maxs[name], inverse, np.concatenate([p.maxs[name] for p in parts]))
+        return cls(unique, counts.astype(np.int64), sums, mins, maxs)
+
+    def select(self, mask: np.ndarray) -> PeriodStats:
+        return PeriodStats(
+            self.periods[mask],
+            self.counts[mask],
+            {k: v[mask] for k, v in self.sums.items()},
+            {k: v[mask] for k, v in self.mins.items()},
+            {k: v[mask] for k, v in self.maxs.items()},
+        )
+
+
+def finalize(aggregate: Aggregate, count, total, low, high):
+    """The aggregate's value from window statistics; `default` where count is 0.
+
+    Works on scalars and NumPy arrays alike, so batch and streaming share it.
+    """
+    count = np.asarray(count)
+    empty = count == 0
+    if aggregate.agg is AggregateFunction.COUNT:
+        return np.where(empty, aggregate.default, count).astype(np.int64)
+    if aggregate.agg is AggregateFunction.SUM:
+        result = total
+    elif aggregate.agg is AggregateFunction.MEAN:
+        result = np.asarray(total, dtype=np.float64) / np.where(empty, 1, count)
+    elif aggregate.agg is AggregateFunction.MIN:
+        result = low
+    else:
+        result = high
+    return np.where(empty, float(aggregate.default), result).astype(np.float64)
+
+
+def window_values(
+    stats: PeriodStats, query_periods: np.ndarray, aggregate: Aggregate
+) -> np.ndarray:
+    """Value of `aggregate` for rows in each query period q: periods [q - n, q - 1]."""
+    n = aggregate.window_seconds // aggregate.period_seconds
+    low_index = np.searchsorted(stats.periods, query_periods - n, side="left")
+    high_index = np.searchsorted(stats.periods, query_periods, side="left")
+    count_prefix = np.concatenate([[0], np.cumsum(stats.counts)])
+    counts = count_prefix[high_index] - count_prefix[low_index]
+    totals = lows = highs = None
+    if aggregate.value is not None:
+        if aggregate.agg in (AggregateFunction.SUM, AggregateFunction.MEAN):
+            # Summing each window directly (not by prefix differences) keeps means
+            # exact to the last bit for long spans of large values.
+            sums = stats.sums[aggregate.value]
+            totals = np.array([sums[a:b].sum() for a, b in zip(low_index, high_index, strict=True)])
+        elif aggregate.agg is AggregateFunction.MIN:
+            mins = stats.mins[aggregate.value]
+            lows = np.array(
+                [
+                    mins[a:b].min() if b > a else np.inf
+                    for a, b in zip(low_index, high_index, strict=True)
+                ]
+            )
+        else:
+            maxs = stats.maxs[aggregate.value]
+            highs = np.array(
+                [
+                    maxs[a:b].max() if b > a else -np.inf
+                    for a, b in zip(low_index, high_index, strict=True)
+                ]
+            )
+    return finalize(aggregate, counts, totals, lows, highs)
+
+
+# --- batch ----------------------------------------------------------------------
+
+
+def entity_codes(
+    batch: pa.RecordBatch, key_columns: Sequence[str]
+) -> tuple[np.ndarray, list[tuple]]:
+    """A dense code per row for its entity (the tuple of key values), and the tuples."""
+    if len(key_columns) == 1:
+        encoded = pc.dictionary_encode(batch.column(key_columns[0]))
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        return codes, [(value,) for value in encoded.dictionary.to_pylist()]
+    keys = zip(*(batch.column(name).to_pylist() for name in key_columns), strict=True)
+    lookup: dict[tuple, int] = {}
+    codes = np.fromiter((lookup.setdefault(key, len(lookup)) for key in keys), np.int64)
+    return codes, list(lookup)
+
+
+class _KeyByEntityBlockDoFn(beam.DoFn):
+    """RecordBatch -> ((entity, block), PeriodStats) on 'stats' and
+    ((entity, block), row sub-batch) on 'rows'.
+
+    The stats of periods in the last W of a block also go to the next block, whose
+    first windows reach back into this one.
+    """
+
+    def __init__(self, group: AggregateGroup, timestamp_column: str):
+        self._group = group
+        self._timestamp_column = timestamp_column
+
+    def process(self, batch: pa.RecordBatch) -> Iterable:
+        group = self._group
+        seconds = batch.column(self._timestamp_column).to_numpy(zero_copy_only=False)
+        periods = np.floor_divide(seconds, group.period_seconds)
+        blocks = np.floor_divide(periods, group.block_periods)
+        codes, entities = entity_codes(batch, group.key_columns)
+        order = np.lexsort((blocks, codes))
+        changes = (np.diff(codes[order]) != 0) | (np.diff(blocks[order]) != 0)
+        boundaries = np.flatnonzero(changes) + 1
+        values = {
+            name: batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+            for name in group.value_columns
+        }
+        spill_start = group.block_periods - group.max_window_periods
+        for rows in np.split(order, boundaries):
+            entity = entities[codes[rows[0]]]
+            block = int(blocks[rows[0]])
+            stats = PeriodStats.from_rows(
+                periods[rows], {name: column[rows] for name, column in values.items()}
+            )
+            yield beam.pvalue.TaggedOutput("stats", ((entity, block), stats))
+            tail = stats.periods - block * group.block_periods >= spill_start
+            if tail.any():
+                yield beam.pvalue.TaggedOutput("stats", ((entity, block + 1), stats.select(tail)))
+            yield beam.pvalue.TaggedOutput("rows", ((entity, block), batch.take(pa.array(rows))))
+
+
+class MergePeriodStats(beam.CombineFn):
+    """Merges PeriodStats of one (entity, block); the accumulator never exceeds
+    (B + W) / P periods, because each input covers periods of that span only."""
+
+    def create_accumulator(self) -> list:
+        return []
+
+    def add_input(self, accumulator: list, stats: PeriodStats) -> list:
+        accumulator.append(stats)
+        if len(accumulator) >= 32:
+            accumulator[:] = [PeriodStats.merge(accumulator)]
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[list]) -> list:
+        parts = [stats for accumulator in accumulators for stats in accumulator]
+        return [PeriodStats.merge(parts)] if parts else []
+
+    def extract_output(self, accumulator: list) -> PeriodStats | None:
+        return PeriodStats.merge(accumulator) if accumulator else None
+
+
+def _block_window_values(element, group: AggregateGroup):
+    """((entity, block), stats) -> ((entity, block), (query periods, {name: values}))."""
+    (entity, block), stats = element
+    own = stats.periods >= block * group.block_periods
+    query = stats.periods[own]
+    values = {
+        aggregate.name: window_values(stats, query, aggregate) for aggregate in group.aggregates
+    }
+    return (entity, block), (query, values)
+
+
+class _JoinRowsDoFn(beam.DoFn):
+    """CoGroupByKey result -> the (entity, block)'s rows with aggregate columns added."""
+
+    def __init__(self, group: AggregateGroup, timestamp_column: str):
+        self._group = group
+        self._timestamp_column = timestamp_column
+        self._rows_joined = Metrics.counter("preprocess", f"aggregate_rows_{group.label}")
+
+    def process(self, element) -> Iterable[pa.RecordBatch]:
+        _, grouped = element
+        computed = list(grouped["values"])
+        for rows in grouped["rows"]:
+            if len(computed) != 1:
+                raise ValueError(f"expected one set of window values, got {len(computed)}")
+            query, values = computed[0]
+            seconds = rows.column(self._timestamp_column).to_numpy(zero_copy_only=False)
+            positions = np.searchsorted(query, np.floor_divide(seconds, self._group.period_seconds))
+            for aggregate in self._group.aggregates:
+                column = pa.array(
+                    values[aggregate.name][positions], type=aggregate_arrow_type(aggregate)
+                )
+                rows = rows.append_column(aggregate.name, column)
+            self._rows_joined.inc(rows.num_rows)
+            yield rows
+
+
+class ComputeAggregateGroup(beam.PTransform):
+    """Adds one group's aggregate columns to every row.
+
+    Input and output: bounded PCollection[pa.RecordBatch] of validated rows; the
+    output batches are per (entity, block) and carry one more column per
+    aggregate. Counter: aggregate_rows_<group>.
+    """
+
+    def __init__(self, group: AggregateGroup, timestamp_column: str):
+        super().__init__()
+        self._group = group
+        self._timestamp_column = timestamp_column
+
+    def expand(self, batches):
+        group = self._group
+        keyed = batches | "KeyByEntityBlock" >> beam.ParDo(
+            _KeyByEntityBlockDoFn(group, self._timestamp_column)
+        ).with_outputs("stats", "rows")
+        values = (
+            keyed.stats
+            | "MergePeriodStats" >> beam.CombinePerKey(MergePeriodStats())
+            | "WindowValues" >> beam.Map(_block_window_values, group)
+        )
+        return (
+            {"values": values, "rows": keyed.rows}
+            | "GroupWithRows" >> beam.CoGroupByKey()
+            | "JoinValues" >> beam.ParDo(_JoinRowsDoFn(group, self._timestamp_column))
+        )
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    return pa.concat_batches(batches) if len(batches) > 1 else batches[0]
+
+
+class JoinAggregates(beam.PTransform):
+    """Adds every aggregate of the spec as a column of the validated rows.
+
+    Input: bounded PCollection[pa.RecordBatch] (schema of validated rows).
+    Output: PCollection[pa.RecordBatch] with the aggregate columns appended in
+    spec order, re-batched to about `batch_rows` rows for tf.Transform.
+    """
+
+    def __init__(self, spec: DatasetSpec, batch_rows: int = 4096):
+        super().__init__()
+        self._spec = spec
+        self._groups = group_aggregates(spec)
+        self._batch_rows = batch_rows
+
+    def expand(self, batches):
+        if not self._groups:
+            return batches
+        for group in self._groups:
+            batches = batches | f"Aggregate[{group.label}]" >> ComputeAggregateGroup(
+                group, self._spec.timestamp_column
+            )
+        names = rows_schema(self._spec).names
+        return (
+            batches
+            | "RebatchRows"
+            >> beam.BatchElements(
+                min_batch_size=self._batch_rows // 4,
+                max_batch_size=self._batch_rows,
+                element_size_fn=lambda batch: batch.num_rows,
+            )
+            | "ConcatBatches" >> beam.Map(lambda parts: _concat([p.select(names) for p in parts]))
+        )
+
+
+# --- streaming building blocks ---------------------------------------------------
+
+
+class WindowStatsCombineFn(beam.CombineFn):
+    """(count, {column: (sum, min, max)}) over scalar values dicts."""
+
+    def __init__(self, value_columns: Sequence[str]):
+        self._columns = tuple(value_columns)
+
+    def create_accumulator(self):
+        return 0, {name: (0.0, math.inf, -math.inf) for name in self._columns}
+
+    def add_input(self, accumulator, values: dict):
+        count, stats = accumulator
+        merged = {}
+        for name, (total, low, high) in stats.items():
+            value = float(values[name])
+            merged[name] = (total + value, min(low, value), max(high, value))
+        return count + 1, merged
+
+    def merge_accumulators(self, accumulators):
+        count, merged = self.create_accumulator()
+        for other_count, stats in accumulators:
+            count += other_count
+            for name, (total, low, high) in stats.items():
+                m_total, m_low, m_high = merged[name]
+                merged[name] = (m_total + total, min(m_low, low), max(m_high, high))
+        return count, merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class _MergeStatsCombineFn(WindowStatsCombineFn):
+    """Combines accumulators produced by WindowStatsCombineFn (per-period partials)."""
+
+    def add_input(self, accumulator, partial):
+        return self.merge_accumulators([accumulator, partial])
+
+
+class SlidingWindowAggregate(beam.PTransform):
+    """Streaming form of one aggregate group, in event time.
+
+    Input: PCollection[(entity tuple, {value column: number})] with event-time
+    timestamps, bounded or unbounded. Output: (entity, window end e in seconds,
+    {aggregate name: value}) for every window [e - W, e) that holds data; a row
+    of the entity at t with floor(t / P) * P == e gets these values. Windows fire
+    at the watermark; allowed lateness is the caller's windowing choice.
+    """
+
+    def __init__(self, group: AggregateGroup):
+        super().__init__()
+        if len({a.window_seconds for a in group.aggregates}) != 1:
+            raise ValueError("SlidingWindowAggregate takes aggregates with one window length")
+        self._group = group
+
+    def expand(self, events):
+        from apache_beam.transforms import window
+
+        group = self._group
+        period = group.period_seconds
+        window_seconds = group.aggregates[0].window_seconds
+        columns = group.value_columns
+        return (
+            events
+            | "PeriodWindows" >> beam.WindowInto(window.FixedWindows(period))
+            | "PeriodPartials" >> beam.CombinePerKey(WindowStatsCombineFn(columns))
+            | "SlidingWindows" >> beam.WindowInto(window.SlidingWindows(window_seconds, period))
+            | "WindowPartials" >> beam.CombinePerKey(_MergeStatsCombineFn(columns))
+            | "Finalize" >> beam.ParDo(_FinalizeWindowDoFn(group))
+        )
+
+
+class _FinalizeWindowDoFn(beam.DoFn):
+    def __init__(self, group: AggregateGroup):
+        self._group = group
+
+    def process(self, element, window=beam.DoFn.WindowParam):
+        entity, (count, stats) = element
+        end = int(window.end.micros // 1_000_000)
+        values = {}
+        for aggregate in self._group.aggregates:
+            total, low, high = stats.get(aggregate.value, (0.0, math.inf, -math.inf))
+            values[aggregate.name] = finalize(aggregate, count, total, low, high).item()
+        yield entity, end, values
