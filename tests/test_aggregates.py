@@ -255,22 +255,47 @@ def test_timestamps_with_offsets_aggregate_by_their_utc_instant():
 
 
 def test_a_hot_key_across_many_blocks_matches_brute_force():
-    spec = make_spec(ALL_AGGREGATES[:2])
+    from transforms.aggregates import BLOCK_PERIODS
+
+    spec = make_spec(
+        [
+            {"name": "n_3h", "key": ["zone"], "agg": "count", "window": "3h", "period": "1min"},
+            {
+                "name": "max_3h",
+                "key": ["zone"],
+                "agg": "max",
+                "value": "fare",
+                "window": "3h",
+                "period": "1min",
+            },
+        ]
+    )
     rng = random.Random(5)
     start = 1_735_689_600
-    # One key, five days: every day boundary (a block boundary) is crossed.
+    span = 4 * BLOCK_PERIODS * 60  # four blocks of one key, windows straddling each boundary
     rows = [
         {
             "id": f"h{i}",
-            "when": start + rng.randrange(0, 5 * 86400),
+            "when": start + rng.randrange(0, span),
             "zone": "hot",
             "vendor": 1,
             "fare": float(rng.randrange(1, 50)),
         }
-        for i in range(400)
+        for i in range(1500)
     ]
-    joined = run_join(spec, to_batches(rows, spec, batch_size=50))
+    rows += [
+        {
+            "id": f"edge{b}",
+            "when": start + b * BLOCK_PERIODS * 60 + 30,
+            "zone": "hot",
+            "vendor": 1,
+            "fare": 99.0,
+        }
+        for b in range(1, 4)
+    ]
+    joined = run_join(spec, to_batches(rows, spec, batch_size=100))
     assert_matches_reference(spec, rows, joined)
+    assert all(joined[f"edge{b}"]["n_3h"] > 0 for b in range(1, 4))
 
 
 # --- building blocks --------------------------------------------------------------

@@ -13,9 +13,9 @@ periods, which is why they agree.
   FixedWindows(P), then the per-period partials are re-windowed into
   SlidingWindows(W, P); the window ending at e holds exactly [e - W, e).
 - Batch (`JoinAggregates`): rows are pre-aggregated per (entity, block, period),
-  where a block is a fixed span of B seconds (a whole number of periods, at
-  least W). Each block's partials plus the trailing W of the previous block give
-  every window the block's rows need, and rows are joined back per
+  where a block is a fixed span of B = max(W, 8192 P) seconds. Each block's
+  partials plus the trailing W of the previous block give every window the
+  block's rows need, and rows are joined back per
   (entity, block). No step holds an entity's rows: memory per key is
   O((B + W) / P) period partials per aggregate group, however hot the key.
 
@@ -38,8 +38,10 @@ from apache_beam.metrics import Metrics
 from schemas.spec import Aggregate, AggregateFunction, DatasetSpec
 from transforms.validation import aggregate_arrow_type, rows_schema
 
-# A block spans at least a day, so that short windows still make few groups.
-MIN_BLOCK_SECONDS = 86400
+# A block holds this many periods (or the longest window, if longer): large enough
+# that a batch of rows spread over a year makes few (entity, block) groups, small
+# enough that one block's period statistics stay within a few hundred kilobytes.
+BLOCK_PERIODS = 8192
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +63,7 @@ class AggregateGroup:
 
     @property
     def block_periods(self) -> int:
-        longest = max(max(a.window_seconds for a in self.aggregates), MIN_BLOCK_SECONDS)
-        return math.ceil(longest / self.period_seconds)
+        return max(self.max_window_periods, BLOCK_PERIODS)
 
     @property
     def label(self) -> str:
@@ -157,38 +158,30 @@ def finalize(aggregate: Aggregate, count, total, low, high):
     return np.where(empty, float(aggregate.default), result).astype(np.float64)
 
 
+def _range_reduce(ufunc, values: np.ndarray, low: np.ndarray, high: np.ndarray, empty):
+    """ufunc over values[low[i]:high[i]] for every i, exactly (no prefix differences)."""
+    padded = np.append(values, empty)
+    bounds = np.empty(2 * len(low), dtype=np.int64)
+    bounds[0::2], bounds[1::2] = low, high
+    reduced = ufunc.reduceat(padded, bounds)[0::2] if len(low) else np.array([], values.dtype)
+    return np.where(high > low, reduced, empty)
+
+
 def window_values(
     stats: PeriodStats, query_periods: np.ndarray, aggregate: Aggregate
 ) -> np.ndarray:
     """Value of `aggregate` for rows in each query period q: periods [q - n, q - 1]."""
     n = aggregate.window_seconds // aggregate.period_seconds
-    low_index = np.searchsorted(stats.periods, query_periods - n, side="left")
-    high_index = np.searchsorted(stats.periods, query_periods, side="left")
-    count_prefix = np.concatenate([[0], np.cumsum(stats.counts)])
-    counts = count_prefix[high_index] - count_prefix[low_index]
+    low = np.searchsorted(stats.periods, query_periods - n, side="left")
+    high = np.searchsorted(stats.periods, query_periods, side="left")
+    counts = _range_reduce(np.add, stats.counts, low, high, 0)
     totals = lows = highs = None
-    if aggregate.value is not None:
-        if aggregate.agg in (AggregateFunction.SUM, AggregateFunction.MEAN):
-            # Summing each window directly (not by prefix differences) keeps means
-            # exact to the last bit for long spans of large values.
-            sums = stats.sums[aggregate.value]
-            totals = np.array([sums[a:b].sum() for a, b in zip(low_index, high_index, strict=True)])
-        elif aggregate.agg is AggregateFunction.MIN:
-            mins = stats.mins[aggregate.value]
-            lows = np.array(
-                [
-                    mins[a:b].min() if b > a else np.inf
-                    for a, b in zip(low_index, high_index, strict=True)
-                ]
-            )
-        else:
-            maxs = stats.maxs[aggregate.value]
-            highs = np.array(
-                [
-                    maxs[a:b].max() if b > a else -np.inf
-                    for a, b in zip(low_index, high_index, strict=True)
-                ]
-            )
+    if aggregate.agg in (AggregateFunction.SUM, AggregateFunction.MEAN):
+        totals = _range_reduce(np.add, stats.sums[aggregate.value], low, high, 0.0)
+    elif aggregate.agg is AggregateFunction.MIN:
+        lows = _range_reduce(np.minimum, stats.mins[aggregate.value], low, high, np.inf)
+    elif aggregate.agg is AggregateFunction.MAX:
+        highs = _range_reduce(np.maximum, stats.maxs[aggregate.value], low, high, -np.inf)
     return finalize(aggregate, counts, totals, lows, highs)
 
 
@@ -336,8 +329,10 @@ class ComputeAggregateGroup(beam.PTransform):
         )
 
 
-def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
-    return pa.concat_batches(batches) if len(batches) > 1 else batches[0]
+def _concat(batches: list[pa.RecordBatch], names: list[str]) -> Iterable[pa.RecordBatch]:
+    # BatchElements emits an empty list before an element larger than its maximum.
+    if batches:
+        yield pa.concat_batches([batch.select(names) for batch in batches])
 
 
 class JoinAggregates(beam.PTransform):
@@ -370,7 +365,7 @@ class JoinAggregates(beam.PTransform):
                 max_batch_size=self._batch_rows,
                 element_size_fn=lambda batch: batch.num_rows,
             )
-            | "ConcatBatches" >> beam.Map(lambda parts: _concat([p.select(names) for p in parts]))
+            | "ConcatBatches" >> beam.FlatMap(_concat, names)
         )
 
 
