@@ -255,3 +255,40 @@ def test_unreadable_and_invalid_yaml(tmp_path):
     scalar.write_text("just a string\n")
     with pytest.raises(SpecError, match="must be a YAML mapping"):
         load_spec(str(scalar))
+
+
+def test_taxi_declares_the_zone_aggregates(taxi_spec):
+    by_name = {a.name: a for a in taxi_spec.aggregates}
+    trips, fares = by_name["zone_trips_1h"], by_name["zone_mean_fare_3h"]
+    assert (trips.key, trips.agg.value, trips.window_seconds, trips.period_seconds) == (
+        ["pickup_zone"],
+        "count",
+        3600,
+        300,
+    )
+    assert (fares.key, fares.agg.value, fares.value, fares.window_seconds) == (
+        ["pickup_zone"],
+        "mean",
+        "fare_amount",
+        3 * 3600,
+    )
+    kinds = taxi_spec.feature_kinds()
+    assert kinds["zone_trips_1h_log_z"] == (Kind.FLOAT, None)
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("30s", 30), ("5min", 300), ("5m", 300), ("1h", 3600), ("2d", 172800), (90, 90)],
+)
+def test_durations(text, seconds):
+    from schemas.spec import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0s", "5 parsecs", "-1h", True, 0])
+def test_bad_durations(text):
+    from schemas.spec import parse_duration
+
+    with pytest.raises(ValueError):
+        parse_duration(text)
