@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from schemas.spec import Aggregate, AggregateFunction, DatasetSpec
-from transforms.validation import aggregate_arrow_type, rows_schema
+from transforms.validation import aggregate_arrow_type, arrow_schema, rows_schema
 
 # A block holds this many periods (or the longest window, if longer): large enough
 # that a batch of rows spread over a year makes few (entity, block) groups, small
@@ -204,10 +204,12 @@ def entity_codes(
 
 class _KeyByEntityBlockDoFn(beam.DoFn):
     """RecordBatch -> ((entity, block), PeriodStats) on 'stats' and
-    ((entity, block), row sub-batch) on 'rows'.
+    ((entity, block), row sub-batch as Arrow IPC body bytes) on 'rows'.
 
     The stats of periods in the last W of a block also go to the next block, whose
-    first windows reach back into this one.
+    first windows reach back into this one. Sub-batches travel as bytes without
+    their schema: pickling many small RecordBatches (schema included each time)
+    cost more than the rest of the aggregation.
     """
 
     def __init__(self, group: AggregateGroup, timestamp_column: str):
@@ -238,7 +240,8 @@ class _KeyByEntityBlockDoFn(beam.DoFn):
             tail = stats.periods - block * group.block_periods >= spill_start
             if tail.any():
                 yield beam.pvalue.TaggedOutput("stats", ((entity, block + 1), stats.select(tail)))
-            yield beam.pvalue.TaggedOutput("rows", ((entity, block), batch.take(pa.array(rows))))
+            rows_bytes = batch.take(pa.array(rows)).serialize().to_pybytes()
+            yield beam.pvalue.TaggedOutput("rows", ((entity, block), rows_bytes))
 
 
 class MergePeriodStats(beam.CombineFn):
@@ -276,15 +279,17 @@ def _block_window_values(element, group: AggregateGroup):
 class _JoinRowsDoFn(beam.DoFn):
     """CoGroupByKey result -> the (entity, block)'s rows with aggregate columns added."""
 
-    def __init__(self, group: AggregateGroup, timestamp_column: str):
+    def __init__(self, group: AggregateGroup, timestamp_column: str, schema: pa.Schema):
         self._group = group
         self._timestamp_column = timestamp_column
+        self._schema = schema
         self._rows_joined = Metrics.counter("preprocess", f"aggregate_rows_{group.label}")
 
     def process(self, element) -> Iterable[pa.RecordBatch]:
         _, grouped = element
         computed = list(grouped["values"])
-        for rows in grouped["rows"]:
+        for rows_bytes in grouped["rows"]:
+            rows = pa.ipc.read_record_batch(pa.py_buffer(rows_bytes), self._schema)
             if len(computed) != 1:
                 raise ValueError(f"expected one set of window values, got {len(computed)}")
             query, values = computed[0]
@@ -302,15 +307,16 @@ class _JoinRowsDoFn(beam.DoFn):
 class ComputeAggregateGroup(beam.PTransform):
     """Adds one group's aggregate columns to every row.
 
-    Input and output: bounded PCollection[pa.RecordBatch] of validated rows; the
-    output batches are per (entity, block) and carry one more column per
-    aggregate. Counter: aggregate_rows_<group>.
+    Input and output: bounded PCollection[pa.RecordBatch]; input batches have
+    `schema`, output batches are per (entity, block) and carry one more column
+    per aggregate of the group. Counter: aggregate_rows_<group>.
     """
 
-    def __init__(self, group: AggregateGroup, timestamp_column: str):
+    def __init__(self, group: AggregateGroup, timestamp_column: str, schema: pa.Schema):
         super().__init__()
         self._group = group
         self._timestamp_column = timestamp_column
+        self._schema = schema
 
     def expand(self, batches):
         group = self._group
@@ -325,7 +331,7 @@ class ComputeAggregateGroup(beam.PTransform):
         return (
             {"values": values, "rows": keyed.rows}
             | "GroupWithRows" >> beam.CoGroupByKey()
-            | "JoinValues" >> beam.ParDo(_JoinRowsDoFn(group, self._timestamp_column))
+            | "JoinValues" >> beam.ParDo(_JoinRowsDoFn(group, self._timestamp_column, self._schema))
         )
 
 
@@ -352,10 +358,13 @@ class JoinAggregates(beam.PTransform):
     def expand(self, batches):
         if not self._groups:
             return batches
+        schema = arrow_schema(self._spec)
         for group in self._groups:
             batches = batches | f"Aggregate[{group.label}]" >> ComputeAggregateGroup(
-                group, self._spec.timestamp_column
+                group, self._spec.timestamp_column, schema
             )
+            for aggregate in group.aggregates:
+                schema = schema.append(pa.field(aggregate.name, aggregate_arrow_type(aggregate)))
         names = rows_schema(self._spec).names
         return (
             batches
