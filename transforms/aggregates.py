@@ -15,9 +15,11 @@ periods, which is why they agree.
 - Batch (`JoinAggregates`): rows are pre-aggregated per (entity, block, period),
   where a block is a fixed span of B = max(W, 8192 P) seconds. Each block's
   partials plus the trailing W of the previous block give every window the
-  block's rows need, and rows are joined back per
-  (entity, block). No step holds an entity's rows: memory per key is
-  O((B + W) / P) period partials per aggregate group, however hot the key.
+  block's rows need, and rows are joined back per (entity, block) through a
+  CoGroupByKey whose row side is streamed, never held. Memory per key is
+  O((B + W) / P) period statistics per aggregate group, however hot the key.
+  Batch does not reuse SlidingWindows: each element would be copied into W / P
+  windows (36 copies for 3h at 5min).
 
 The per-period statistics (count, and sum/min/max of each value column) and the
 final formula (`finalize`) are shared by both paths.
@@ -294,7 +296,10 @@ class _JoinRowsDoFn(beam.DoFn):
                 raise ValueError(f"expected one set of window values, got {len(computed)}")
             query, values = computed[0]
             seconds = rows.column(self._timestamp_column).to_numpy(zero_copy_only=False)
-            positions = np.searchsorted(query, np.floor_divide(seconds, self._group.period_seconds))
+            row_periods = np.floor_divide(seconds, self._group.period_seconds)
+            positions = np.searchsorted(query, row_periods)
+            if not np.array_equal(query[np.minimum(positions, len(query) - 1)], row_periods):
+                raise ValueError("a row's period has no window value; stats and rows disagree")
             for aggregate in self._group.aggregates:
                 column = pa.array(
                     values[aggregate.name][positions], type=aggregate_arrow_type(aggregate)
