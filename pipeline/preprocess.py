@@ -13,6 +13,7 @@ paths, 1 a failed run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 import time
@@ -144,7 +145,7 @@ def build_pipeline(
         | "FlattenCounts" >> beam.Flatten()
         | "SumCounts" >> beam.CombinePerKey(sum)
         | "CountsToDict" >> beam.combiners.ToDict()
-        | "CountsToJson" >> beam.Map(manifest_io.json.dumps, sort_keys=True)
+        | "CountsToJson" >> beam.Map(json.dumps, sort_keys=True)
         | "WriteCounts"
         >> beam.io.WriteToText(out.counts_path, shard_name_template="", num_shards=1)
     )
