@@ -295,3 +295,30 @@ def test_missing_required_flag_exits_2(tmp_path):
     code, stderr, _ = run_cli_in_subprocess(["--spec", str(TAXI_SPEC)])
     assert code == EXIT_USAGE
     assert "--input is required; --output_dir is required" in stderr
+
+
+# --- training/serving skew ---------------------------------------------------------
+
+
+def test_serving_path_reproduces_the_written_examples(run_result, capsys):
+    from pipeline.verify_skew import main as verify_skew
+
+    assert verify_skew(["--output_dir", run_result["output_dir"]]) == 0
+    assert "0 keys missing from the examples, 0 mismatches" in capsys.readouterr().out
+
+
+def test_skew_check_fails_when_raw_rows_differ_from_the_examples(run_result, tmp_path):
+    import shutil
+
+    from pipeline.verify_skew import compare
+
+    copy = str(tmp_path / "out")
+    shutil.copytree(run_result["output_dir"], copy)
+    (path, *_) = sorted(glob.glob(f"{copy}/raw_features/eval/*.parquet"))
+    table = pq.read_table(path)
+    moved = [value + 0.01 for value in table.column("pickup_longitude").to_pylist()]
+    index = table.column_names.index("pickup_longitude")
+    pq.write_table(table.set_column(index, "pickup_longitude", [moved]), path)
+    report = compare(copy, limit=None)
+    assert report["features"]["pickup_longitude_scaled"]["mismatches"] == table.num_rows
+    assert report["features"]["payment_type_id"]["mismatches"] == 0
