@@ -11,7 +11,7 @@ setuptools.setup(
     version="0.1.0",
     description="Preprocessing for ML with Apache Beam and tf.Transform",
     python_requires=">=3.10,<3.13",
-    packages=["pipeline", "transforms", "schemas"],
+    packages=["pipeline", "transforms", "schemas", "trainer"],
     package_data={"schemas": ["*.yaml"]},
     install_requires=[
         # tensorflow-transform 1.21 was released against Beam 2.72; see constraints.txt.
@@ -25,6 +25,8 @@ setuptools.setup(
         "pyyaml",
         # Beam's TFRecord sink checksums with crcmod and warns on every run without it.
         "crcmod",
+        # The trainer's summaries; TensorFlow no longer installs it.
+        "tensorboard",
     ],
     extras_require={"dev": ["pytest", "ruff"]},
 )

@@ -27,7 +27,7 @@ def test_sdist_installs_into_a_clean_virtualenv_and_imports_there(tmp_path):
     (sdist,) = glob.glob(str(tmp_path / "dist" / "*.tar.gz"))
     with tarfile.open(sdist) as archive:
         top_level = {name.split("/")[1] for name in archive.getnames() if name.count("/") >= 2}
-    assert {"pipeline", "transforms", "schemas"} <= top_level
+    assert {"pipeline", "transforms", "schemas", "trainer"} <= top_level
     assert not {"tests", "benchmarks", ".venv", "data", "out"} & top_level
 
     venv = tmp_path / "venv"
@@ -61,7 +61,8 @@ def test_sdist_installs_into_a_clean_virtualenv_and_imports_there(tmp_path):
     with open(f"{purelib}/test_dependencies.pth", "w") as handle:
         handle.write(sysconfig.get_paths()["purelib"] + "\n")
     code = (
-        "import importlib.resources, pipeline.preprocess, transforms.analyze, schemas.spec\n"
+        "import importlib.resources, pipeline.preprocess, transforms.analyze, trainer.task\n"
+        "import schemas.spec\n"
         "from schemas.spec import load_spec\n"
         "spec = load_spec(str(importlib.resources.files('schemas') / 'taxi.yaml'))\n"
         "print(schemas.spec.__file__); print(spec.name)\n"

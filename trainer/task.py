@@ -1,0 +1,116 @@
+"""Trains the wide-and-deep model on a preprocessing run's output.
+
+    python -m trainer.task --data_dir OUT --model_dir M [--train_steps 2000] [--batch_size 256]
+
+Checkpoints to M/checkpoint.keras after every --steps_per_checkpoint steps and
+resumes from it when run again (training stops at --train_steps in total).
+Writes TensorBoard summaries to M/logs/, evaluates on the eval split, and writes
+M/metrics.json with the eval loss, RMSE (or AUC) and the same metric for a
+constant baseline (the train mean, or the train prior for a binary label).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from trainer.model import DataDirError, build_model, load_run, make_dataset
+
+CHECKPOINT_NAME = "checkpoint.keras"
+
+
+def baseline_metrics(run, batch_size: int) -> dict:
+    """Metric of predicting the train mean (regression) or prior (binary) everywhere."""
+    import numpy as np
+
+    labels = np.concatenate(
+        [y.numpy() for _, y in make_dataset(run, "train", 4096, shuffle=False, repeat=False)]
+    )
+    constant = float(labels.mean())
+    eval_labels = np.concatenate(
+        [y.numpy() for _, y in make_dataset(run, "eval", 4096, shuffle=False, repeat=False)]
+    )
+    if run.binary:
+        # A constant score ranks nothing: its AUC is 0.5 by definition.
+        return {"baseline_prediction": constant, "baseline_auc": 0.5}
+    rmse = float(np.sqrt(np.mean((eval_labels - constant) ** 2)))
+    return {"baseline_prediction": constant, "baseline_rmse": rmse}
+
+
+def train_and_evaluate(
+    data_dir: str,
+    model_dir: str,
+    train_steps: int,
+    batch_size: int,
+    steps_per_checkpoint: int = 500,
+) -> dict:
+    import keras
+
+    run = load_run(data_dir)
+    os.makedirs(model_dir, exist_ok=True)
+    checkpoint = os.path.join(model_dir, CHECKPOINT_NAME)
+    if os.path.exists(checkpoint):
+        model = keras.models.load_model(checkpoint)
+        logging.info("resuming from %s at step %d", checkpoint, int(model.optimizer.iterations))
+    else:
+        model = build_model(run)
+    done = int(model.optimizer.iterations.numpy()) if model.optimizer.built else 0
+    remaining = max(0, train_steps - done)
+    if remaining:
+        chunk = min(steps_per_checkpoint, remaining)
+        model.fit(
+            make_dataset(run, "train", batch_size, shuffle=True, repeat=True),
+            steps_per_epoch=chunk,
+            epochs=math_ceil(remaining, chunk) + done // chunk,
+            initial_epoch=done // chunk,
+            callbacks=[
+                keras.callbacks.ModelCheckpoint(checkpoint),
+                keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+            ],
+            verbose=2,
+        )
+    evaluation = model.evaluate(
+        make_dataset(run, "eval", 1024, shuffle=False, repeat=False), return_dict=True, verbose=0
+    )
+    metrics = {f"eval_{name}": float(value) for name, value in evaluation.items()}
+    metrics.update(baseline_metrics(run, batch_size))
+    metrics["global_step"] = int(model.optimizer.iterations.numpy())
+    with open(os.path.join(model_dir, "metrics.json"), "w") as handle:
+        json.dump(metrics, handle, indent=2, sort_keys=True)
+    return metrics
+
+
+def math_ceil(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data_dir", required=True, help="Output of pipeline.preprocess.")
+    parser.add_argument("--model_dir", required=True, help="Checkpoints, logs and metrics.")
+    parser.add_argument("--train_steps", type=int, default=2000, help="Total training steps.")
+    parser.add_argument("--batch_size", type=int, default=256, help="Examples per step.")
+    parser.add_argument(
+        "--steps_per_checkpoint", type=int, default=500, help="Steps between checkpoints."
+    )
+    args = parser.parse_args(argv)
+    if args.train_steps < 0 or args.batch_size < 1 or args.steps_per_checkpoint < 1:
+        parser.error("--train_steps must be >= 0, --batch_size and --steps_per_checkpoint >= 1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        metrics = train_and_evaluate(
+            args.data_dir, args.model_dir, args.train_steps, args.batch_size,
+            args.steps_per_checkpoint,
+        )  # fmt: skip
+    except DataDirError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
