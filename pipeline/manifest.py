@@ -10,7 +10,6 @@ import hashlib
 import importlib.metadata
 import json
 import platform
-from collections.abc import Iterable
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -71,13 +70,3 @@ def write_json(path: str, document: dict) -> None:
 def read_json(path: str) -> dict:
     with FileSystems.open(path) as handle:
         return json.loads(handle.read().decode("utf-8"))
-
-
-def read_json_lines(paths: Iterable[str]) -> list[dict]:
-    records = []
-    for path in paths:
-        with FileSystems.open(path) as handle:
-            records.extend(
-                json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line
-            )
-    return records

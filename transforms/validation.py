@@ -67,10 +67,6 @@ def dead_letter(source: str, line: str, reason: str, column: str | None = None) 
     return {"source": source, "line": line, "reason": reason, "column": column}
 
 
-def _is_finite(values: np.ndarray) -> np.ndarray:
-    return np.isfinite(values)
-
-
 def _parse_float(text: str) -> float | None:
     try:
         return float(text)
@@ -165,7 +161,7 @@ class _ColumnParser:
                 else:
                     numbers[i] = number
         if is_float:
-            not_finite = present & ~bad & ~_is_finite(numbers)
+            not_finite = present & ~bad & ~np.isfinite(numbers)
             for i in np.flatnonzero(not_finite):
                 problems[i] = f"{strings[i].as_py()!r} is not a finite number"
             bad |= not_finite
