@@ -297,3 +297,30 @@ def test_custom_preprocessing_fn_may_not_redefine_a_declared_feature(tmp_path):
                 "y": tf.constant([2.0]),
             }
         )
+
+
+def test_days_from_civil_inverts_civil_from_days():
+    from transforms.preprocessing import days_from_civil
+
+    days = np.arange(-800_000, 800_000, 37)
+    year, month, day = civil_from_days(days, np.where)
+    np.testing.assert_array_equal(days_from_civil(year, month, day, np.where), days)
+
+
+def test_graph_timestamp_parsing_agrees_with_the_batch_validator():
+    import random
+
+    import tensorflow as tf
+
+    from transforms.preprocessing import parse_utc_timestamp
+    from transforms.validation import _parse_timestamp
+
+    rng = random.Random(0)
+    texts = []
+    for _ in range(500):
+        moment = dt.datetime.fromtimestamp(rng.randrange(-2_000_000_000, 4_000_000_000), dt.UTC)
+        form = rng.choice(["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S UTC"])
+        texts.append(moment.strftime(form))
+    expected = [_parse_timestamp(text, dt.UTC) for text in texts]
+    got = parse_utc_timestamp(tf.constant(texts)).numpy().tolist()
+    assert got == expected

@@ -87,6 +87,38 @@ def days_from_civil_january_first(year):
     return era * 146097 + day_of_era - 719468
 
 
+def days_from_civil(year, month, day, where):
+    """Days since 1970-01-01 of a proleptic Gregorian date (NumPy or TensorFlow).
+
+    Algorithm: H. Hinnant, "chrono-Compatible Low-Level Date Algorithms",
+    days_from_civil; the inverse of civil_from_days.
+    """
+    # `month * 0 + 1` rather than 1 keeps the operand's dtype, which TensorFlow needs.
+    shifted_year = year - where(month <= 2, month * 0 + 1, month * 0)
+    era = shifted_year // 400
+    year_of_era = shifted_year - era * 400
+    month_from_march = where(month > 2, month - 3, month + 9)
+    day_of_year = (153 * month_from_march + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+def parse_utc_timestamp(text):
+    """Epoch seconds of 'YYYY-MM-DD[ T]HH:MM:SS' with an optional ' UTC' or 'Z', in
+    the TensorFlow graph: what a serving signature needs to take the timestamp
+    column as the CSV writes it. Other forms (offsets, epoch digits) are for the
+    batch validator; here they fail to parse rather than guess."""
+    import tensorflow as tf
+
+    text = tf.strings.regex_replace(text, r"( UTC|Z)$", "")
+
+    def number(start: int, length: int):
+        return tf.strings.to_number(tf.strings.substr(text, start, length), out_type=tf.int64)
+
+    days = days_from_civil(number(0, 4), number(5, 2), number(8, 2), tf.where)
+    return days * 86400 + number(11, 2) * 3600 + number(14, 2) * 60 + number(17, 2)
+
+
 def datetime_part(seconds, part: DatetimePart, where):
     """A calendar part of UTC epoch seconds (NumPy or TensorFlow int64)."""
     days = seconds // 86400
