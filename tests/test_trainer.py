@@ -28,7 +28,7 @@ def data_dir(tmp_path_factory):
         "--output_dir",
         output_dir,
     ]
-    assert run([*args, "--runner", "FnApiRunner"]) == EXIT_OK
+    assert run([*args, "--runner", "FnApiRunner", "--write_raw_features"]) == EXIT_OK
     return output_dir
 
 
@@ -58,3 +58,55 @@ def test_a_directory_without_manifest_is_refused(tmp_path, capsys):
     code = task.main(["--data_dir", str(tmp_path), "--model_dir", str(tmp_path / "m")])
     assert code == 2
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_exported_model_on_raw_json_matches_the_model_on_batch_examples(data_dir, tmp_path):
+    """Serving path (raw JSON -> transform graph in the export -> model) against the
+    training path (the batch pipeline's transformed examples -> model), per key."""
+    import datetime as dt
+    import glob
+
+    import keras
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from trainer.predict import main as predict_main
+
+    model_dir = str(tmp_path / "model")
+    task.train_and_evaluate(data_dir, model_dir, 200, 64, steps_per_checkpoint=200)
+    (path, *_) = sorted(glob.glob(f"{data_dir}/raw_features/eval/*.parquet"))
+    rows = pq.read_table(path).to_pylist()[:300]
+    instances = tmp_path / "instances.jsonl"
+    with open(instances, "w") as handle:
+        for row in rows:
+            row = {k: v for k, v in row.items() if k != "fare_amount"}
+            moment = dt.datetime.fromtimestamp(row["pickup_datetime"], dt.UTC)
+            row["pickup_datetime"] = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+            row["vendor_id"] = row["vendor_id"] or ""
+            handle.write(json.dumps(row) + "\n")
+    output = tmp_path / "predictions.txt"
+    import contextlib
+
+    with open(output, "w") as handle, contextlib.redirect_stdout(handle):
+        assert predict_main(["--model_dir", model_dir, "--json_instances", str(instances)]) == 0
+    with open(output) as handle:
+        served = {
+            row["trip_id"]: json.loads(line)["predictions"]
+            for row, line in zip(rows, handle, strict=True)
+        }
+
+    model = keras.models.load_model(f"{model_dir}/checkpoint.keras")
+    info = load_run(data_dir)
+    spec = dict(tft.TFTransformOutput(data_dir).transformed_feature_spec())
+    spec["trip_id"] = tf.io.FixedLenFeature([], tf.string)
+    trained = {}
+    files = sorted(glob.glob(f"{data_dir}/eval/*.tfrecord.gz"))
+    for records in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(512):
+        parsed = tf.io.parse_example(records, spec)
+        keys = [k.decode() for k in parsed["trip_id"].numpy()]
+        scores = model({f.name: parsed[f.name] for f in info.features}).numpy()
+        trained.update(zip(keys, scores.tolist(), strict=True))
+    assert len(served) == 300
+    differences = [abs(served[key] - trained[key]) for key in served]
+    assert max(differences) < 1e-4, max(differences)

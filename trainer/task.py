@@ -4,9 +4,10 @@
 
 Checkpoints to M/checkpoint.keras after every --steps_per_checkpoint steps and
 resumes from it when run again (training stops at --train_steps in total).
-Writes TensorBoard summaries to M/logs/, evaluates on the eval split, and writes
+Writes TensorBoard summaries to M/logs/, evaluates on the eval split, writes
 M/metrics.json with the eval loss, RMSE (or AUC) and the same metric for a
-constant baseline (the train mean, or the train prior for a binary label).
+constant baseline (the train mean, or the train prior for a binary label), and
+exports the serving model, raw features in, to M/export/ (see trainer.export).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import os
 import sys
 
+from trainer.export import EXPORT_DIR_NAME, export_serving_model
 from trainer.model import DataDirError, build_model, load_run, make_dataset
 
 CHECKPOINT_NAME = "checkpoint.keras"
@@ -80,6 +82,7 @@ def train_and_evaluate(
     metrics["global_step"] = int(model.optimizer.iterations.numpy())
     with open(os.path.join(model_dir, "metrics.json"), "w") as handle:
         json.dump(metrics, handle, indent=2, sort_keys=True)
+    export_serving_model(model, run, os.path.join(model_dir, EXPORT_DIR_NAME))
     return metrics
 
 
