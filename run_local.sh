@@ -2,11 +2,18 @@
 # One command on a fresh clone: set up .venv, generate sample data if missing,
 # run the batch pipeline on the local runner, print a summary.
 #   ./run_local.sh [extra pipeline.preprocess flags]
-# Environment: ROWS (default 50000), DATA (default data/taxi.csv), OUTPUT (default out/local).
+#   ./run_local.sh train [extra pipeline.preprocess flags]   # then train and predict
+# Environment: ROWS (default 50000), DATA (default data/taxi.csv), OUTPUT (default
+# out/local); for train also MODEL_DIR (default out/model) and TRAIN_STEPS (default 2000).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/bootstrap.sh
 
+mode=preprocess
+if [ "${1:-}" = train ]; then
+  mode=train
+  shift
+fi
 ROWS="${ROWS:-50000}"
 DATA="${DATA:-data/taxi.csv}"
 OUTPUT="${OUTPUT:-out/local}"
@@ -23,3 +30,18 @@ python -m pipeline.preprocess \
   --write_raw_features \
   --overwrite \
   "$@"
+[ "$mode" = train ] || exit 0
+
+MODEL_DIR="${MODEL_DIR:-out/model}"
+python -m trainer.task --data_dir "$OUTPUT" --model_dir "$MODEL_DIR" \
+  --train_steps "${TRAIN_STEPS:-2000}" > /dev/null
+python - "$MODEL_DIR/metrics.json" <<'PY'
+import json, sys
+metrics = json.load(open(sys.argv[1]))
+name = "rmse" if "eval_rmse" in metrics else "auc"
+print(f"eval {name} {metrics['eval_' + name]:.3f} vs constant baseline "
+      f"{metrics['baseline_' + name]:.3f} after {metrics['global_step']} steps")
+PY
+python -m trainer.instances --data_dir "$OUTPUT" --limit 5 > "$MODEL_DIR/instances.jsonl"
+echo "predictions for 5 eval rows (raw JSON in $MODEL_DIR/instances.jsonl):"
+python -m trainer.predict --model_dir "$MODEL_DIR" --json_instances "$MODEL_DIR/instances.jsonl"

@@ -63,28 +63,20 @@ def test_a_directory_without_manifest_is_refused(tmp_path, capsys):
 def test_exported_model_on_raw_json_matches_the_model_on_batch_examples(data_dir, tmp_path):
     """Serving path (raw JSON -> transform graph in the export -> model) against the
     training path (the batch pipeline's transformed examples -> model), per key."""
-    import datetime as dt
     import glob
 
     import keras
-    import pyarrow.parquet as pq
     import tensorflow as tf
     import tensorflow_transform as tft
 
+    from trainer.instances import raw_instances
     from trainer.predict import main as predict_main
 
     model_dir = str(tmp_path / "model")
     task.train_and_evaluate(data_dir, model_dir, 200, 64, steps_per_checkpoint=200)
-    (path, *_) = sorted(glob.glob(f"{data_dir}/raw_features/eval/*.parquet"))
-    rows = pq.read_table(path).to_pylist()[:300]
+    rows = raw_instances(data_dir, "eval", 300)
     instances = tmp_path / "instances.jsonl"
-    with open(instances, "w") as handle:
-        for row in rows:
-            row = {k: v for k, v in row.items() if k != "fare_amount"}
-            moment = dt.datetime.fromtimestamp(row["pickup_datetime"], dt.UTC)
-            row["pickup_datetime"] = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
-            row["vendor_id"] = row["vendor_id"] or ""
-            handle.write(json.dumps(row) + "\n")
+    instances.write_text("".join(json.dumps(row) + "\n" for row in rows))
     output = tmp_path / "predictions.txt"
     import contextlib
 
