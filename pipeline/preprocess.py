@@ -318,6 +318,7 @@ def write_outputs_metadata(
             for aggregate in spec.aggregates
         ],
         "label": spec.label,
+        "label_kind": spec.label_kind,
         "counts": counts,
         "splits": splits,
         "dead_letter_files": manifest_io.list_files(out.dead_letter_prefix + "*"),

@@ -439,6 +439,13 @@ class DatasetSpec(_Strict):
         return self.split.key or self.key_column
 
     @property
+    def label_kind(self) -> str:
+        """'binary' for an int label allowed only 0 and 1, else 'regression'."""
+        label = self.column(self.label)
+        binary = label.type is ColumnType.INT and label.allowed is not None
+        return "binary" if binary and set(label.allowed) <= {0, 1} else "regression"
+
+    @property
     def split_names(self) -> list[str]:
         return list(self.split.percentages)
 

@@ -155,6 +155,7 @@ def test_every_corrupted_line_is_a_dead_letter_with_a_reason(run_result):
 def test_manifest_describes_the_run(run_result):
     manifest = run_result["manifest"]
     assert manifest["key_column"] == "trip_id"
+    assert manifest["label_kind"] == "regression"
     assert manifest["timestamp_column"] == "pickup_datetime"
     assert manifest["aggregates"][0] == {
         "name": "zone_trips_1h",

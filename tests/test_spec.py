@@ -292,3 +292,10 @@ def test_bad_durations(text):
 
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_label_kind_follows_the_label_column(taxi_doc):
+    assert parse_spec(taxi_doc).label_kind == "regression"
+    taxi_doc["columns"].append({"name": "tipped", "type": "int", "allowed": [0, 1]})
+    taxi_doc["label"] = "tipped"
+    assert parse_spec(taxi_doc).label_kind == "binary"

@@ -4,8 +4,8 @@ The model is built from the run itself, not from column lists: the manifest
 names the label and each feature's kind, and the transformed schema gives the
 size of every vocabulary. Categorical features get an embedding (deep) and a
 one-weight-per-id linear term (wide); numeric features feed the deep tower.
-A float label means regression (MSE, RMSE); an integer label in {0, 1} means
-binary classification (cross-entropy, AUC).
+The manifest's label_kind, from the spec, chooses regression (MSE, RMSE) or, for
+an int label allowed only 0 and 1, binary classification (cross-entropy, AUC).
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ def load_run(data_dir: str) -> RunInfo:
                 raise DataDirError(f"feature {name} is categorical but has no id range")
             cardinality = int(domains[name].max) + 1
         features.append(FeatureInfo(name, cardinality if info["kind"] == "categorical" else None))
-    label_domain = domains.get(manifest["label"])
-    binary = label_domain is not None and label_domain.min == 0 and label_domain.max == 1
+    # The spec decides: an int label allowed only 0 and 1 is a binary target.
+    binary = manifest.get("label_kind") == "binary"
     return RunInfo(data_dir, manifest["label"], manifest["key_column"], tuple(features), binary)
 
 
