@@ -6,7 +6,6 @@ e = floor(t / P) * P, aggregate every row of k with event time in [e - W, e).
 
 from __future__ import annotations
 
-import math
 import random
 
 import apache_beam as beam
@@ -18,7 +17,6 @@ from apache_beam.testing.util import assert_that, equal_to
 from schemas.spec import SpecError, parse_spec
 from tests.conftest import test_pipeline
 from transforms.aggregates import (
-    AggregateGroup,
     JoinAggregates,
     PeriodStats,
     SlidingWindowAggregate,
@@ -405,8 +403,3 @@ def test_aggregate_value_must_be_numeric():
     aggregate = {**ALL_AGGREGATES[1], "value": "zone"}
     with pytest.raises(SpecError, match="column 'zone' is string, expected float or int"):
         make_spec([aggregate])
-
-
-def test_empty_group_mean_is_not_nan():
-    group = AggregateGroup(("zone",), 300, tuple(make_spec(ALL_AGGREGATES[1:2]).aggregates))
-    assert not math.isnan(group.aggregates[0].default)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 
@@ -24,7 +25,7 @@ from trainer.model import DataDirError, build_model, load_run, make_dataset
 CHECKPOINT_NAME = "checkpoint.keras"
 
 
-def baseline_metrics(run, batch_size: int) -> dict:
+def baseline_metrics(run) -> dict:
     """Metric of predicting the train mean (regression) or prior (binary) everywhere."""
     import numpy as np
 
@@ -66,7 +67,7 @@ def train_and_evaluate(
         model.fit(
             make_dataset(run, "train", batch_size, shuffle=True, repeat=True),
             steps_per_epoch=chunk,
-            epochs=math_ceil(remaining, chunk) + done // chunk,
+            epochs=math.ceil(remaining / chunk) + done // chunk,
             initial_epoch=done // chunk,
             callbacks=[
                 keras.callbacks.ModelCheckpoint(checkpoint),
@@ -78,16 +79,12 @@ def train_and_evaluate(
         make_dataset(run, "eval", 1024, shuffle=False, repeat=False), return_dict=True, verbose=0
     )
     metrics = {f"eval_{name}": float(value) for name, value in evaluation.items()}
-    metrics.update(baseline_metrics(run, batch_size))
+    metrics.update(baseline_metrics(run))
     metrics["global_step"] = int(model.optimizer.iterations.numpy())
     with open(os.path.join(model_dir, "metrics.json"), "w") as handle:
         json.dump(metrics, handle, indent=2, sort_keys=True)
     export_serving_model(model, run, os.path.join(model_dir, EXPORT_DIR_NAME))
     return metrics
-
-
-def math_ceil(numerator: int, denominator: int) -> int:
-    return -(-numerator // denominator)
 
 
 def main(argv: list[str] | None = None) -> int:
