@@ -420,6 +420,10 @@ class DatasetSpec(_Strict):
     # (raw and derived columns) and returning extra output features.
     preprocessing_fn: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     csv: CsvFormat = Field(default_factory=CsvFormat)
+    # Streaming only: the Pub/Sub message attribute that carries the event time
+    # (RFC 3339 or epoch milliseconds, Pub/Sub's convention). It fills the
+    # timestamp column; when the message body also has that column, they must agree.
+    timestamp_attribute: str | None = Field(default=None, min_length=1)
 
     # Filled in by load_spec: hash of the file's canonical content, for the manifest.
     spec_hash: str = ""

@@ -313,7 +313,7 @@ def test_graph_timestamp_parsing_agrees_with_the_batch_validator():
     import tensorflow as tf
 
     from transforms.preprocessing import parse_utc_timestamp
-    from transforms.validation import _parse_timestamp
+    from transforms.validation import parse_timestamp_text
 
     rng = random.Random(0)
     texts = []
@@ -321,6 +321,6 @@ def test_graph_timestamp_parsing_agrees_with_the_batch_validator():
         moment = dt.datetime.fromtimestamp(rng.randrange(-2_000_000_000, 4_000_000_000), dt.UTC)
         form = rng.choice(["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S UTC"])
         texts.append(moment.strftime(form))
-    expected = [_parse_timestamp(text, dt.UTC) for text in texts]
+    expected = [parse_timestamp_text(text, dt.UTC) for text in texts]
     got = parse_utc_timestamp(tf.constant(texts)).numpy().tolist()
     assert got == expected

@@ -86,7 +86,7 @@ def _parse_int(text: str) -> int | None:
     return None
 
 
-def _parse_timestamp(text: str, timezone: dt.tzinfo) -> int | None:
+def parse_timestamp_text(text: str, timezone: dt.tzinfo) -> int | None:
     """Seconds since the epoch, or None. Accepts ISO 8601 (with or without offset,
     'Z' or a trailing ' UTC') and integer epoch seconds. A value without an offset
     is read in the column's timezone."""
@@ -206,7 +206,7 @@ class _ColumnParser:
                     problems[i] = f"{strings[i].as_py()!r} is not a valid timestamp"
         for i in np.flatnonzero(~fast & ~missing):
             text = strings[i].as_py()
-            parsed_value = _parse_timestamp(text, self.timezone)
+            parsed_value = parse_timestamp_text(text, self.timezone)
             if parsed_value is None:
                 bad[i] = True
                 problems[i] = f"{text!r} is not a timestamp"
@@ -224,14 +224,55 @@ class _ColumnParser:
         return values, problems
 
 
+class RowValidator:
+    """Rows of field strings in spec order -> typed Arrow batch plus dead letters.
+
+    Shared by every input format (CSV lines, JSON messages), so that one spec
+    means one set of rules: types, ranges, allowed values, required columns and
+    defaults.
+    """
+
+    def __init__(self, spec: DatasetSpec):
+        self.schema = arrow_schema(spec)
+        self.column_parsers = [_ColumnParser(column) for column in spec.columns]
+
+    def validate(
+        self, sources: Sequence[str], texts: Sequence[str], rows: Sequence[Sequence[str]]
+    ) -> tuple[pa.RecordBatch, list[dict]]:
+        """`rows[i]` holds the fields of input record `texts[i]` from `sources[i]`."""
+        count = len(rows)
+        first_problem: list[tuple[str, str] | None] = [None] * count
+        arrays = []
+        fields_by_column = list(zip(*rows, strict=True)) if rows else [()] * len(self.schema)
+        for parser, column_texts in zip(self.column_parsers, fields_by_column, strict=True):
+            strings = pc.utf8_trim_whitespace(pa.array(column_texts, type=pa.string()))
+            values, problems = parser.parse(strings)
+            arrays.append(values)
+            for i, problem in enumerate(problems):
+                if problem is not None and first_problem[i] is None:
+                    first_problem[i] = (parser.column.name, problem)
+        keep = np.fromiter((p is None for p in first_problem), dtype=bool, count=count)
+        dead_letters = []
+        for i in np.flatnonzero(~keep):
+            column_name, problem = first_problem[i]
+            dead_letters.append(
+                dead_letter(sources[i], texts[i], f"{column_name}: {problem}", column_name)
+            )
+        if not count:
+            return pa.RecordBatch.from_pylist([], schema=self.schema), dead_letters
+        valid = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        if not keep.all():
+            valid = valid.filter(pa.array(keep))
+        return valid, dead_letters
+
+
 class LineParser:
     """Parses batches of `(source, line_bytes)` for one spec and set of file layouts."""
 
     def __init__(self, spec: DatasetSpec, layouts: dict[str, CsvLayout]):
         self.spec = spec
         self.layouts = layouts
-        self.schema = arrow_schema(spec)
-        self.column_parsers = [_ColumnParser(column) for column in spec.columns]
+        self.validator = RowValidator(spec)
         self.delimiter = spec.csv.delimiter
 
     def _split(self, line: str) -> list[str]:
@@ -282,29 +323,8 @@ class LineParser:
             lines.append(line)
             rows.append(fields if layout.in_spec_order else [fields[p] for p in layout.positions])
 
-        count = len(rows)
-        first_problem: list[tuple[str, str] | None] = [None] * count
-        arrays = []
-        fields_by_column = list(zip(*rows, strict=True)) if rows else [()] * len(self.schema)
-        for parser, texts in zip(self.column_parsers, fields_by_column, strict=True):
-            strings = pc.utf8_trim_whitespace(pa.array(texts, type=pa.string()))
-            values, problems = parser.parse(strings)
-            arrays.append(values)
-            for i, problem in enumerate(problems):
-                if problem is not None and first_problem[i] is None:
-                    first_problem[i] = (parser.column.name, problem)
-        keep = np.fromiter((p is None for p in first_problem), dtype=bool, count=count)
-        for i in np.flatnonzero(~keep):
-            column_name, problem = first_problem[i]
-            dead_letters.append(
-                dead_letter(sources[i], lines[i], f"{column_name}: {problem}", column_name)
-            )
-        valid = pa.RecordBatch.from_arrays(arrays, schema=self.schema) if count else None
-        if valid is None:
-            valid = self.schema.empty_table().to_batches(max_chunksize=1)
-            valid = valid[0] if valid else pa.RecordBatch.from_pylist([], schema=self.schema)
-        elif not keep.all():
-            valid = valid.filter(pa.array(keep))
+        valid, rejected = self.validator.validate(sources, lines, rows)
+        dead_letters.extend(rejected)
         return ParsedLines(valid=valid, dead_letters=dead_letters, header_lines=header_lines)
 
 
