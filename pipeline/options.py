@@ -12,19 +12,24 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 # runner first; this is Beam's batch DirectRunner engine, named explicitly, so a
 # laptop with internet and a machine without it run the same thing.
 LOCAL_BATCH_RUNNER = "FnApiRunner"
+# The streaming-capable engine of the Python DirectRunner (TestStream, Pub/Sub,
+# watermarks and triggers); FnApiRunner runs bounded pipelines only.
+LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"
 
 
 class OptionsError(ValueError):
     """An invalid flag or combination of flags (exit code 2)."""
 
 
-class PreprocessOptions(PipelineOptions):
-    """Inputs, outputs and policies of the batch preprocessing job.
+class DatasetOptions(PipelineOptions):
+    """The dataset spec and the output directory, shared by every entry point.
 
-    --spec, --input and --output_dir are required, but checked in
-    validate_options rather than with argparse's required=True: Beam parses every
-    PipelineOptions subclass for every pipeline in the process, so a required
-    flag here would break unrelated pipelines (and tests) that never set it.
+    They live in one class because Beam parses every PipelineOptions subclass
+    into one argparse parser, where a flag may be defined only once.
+    --spec and --output_dir are required, but checked in the validators rather
+    than with argparse's required=True: Beam parses every subclass for every
+    pipeline in the process, so a required flag here would break unrelated
+    pipelines (and tests) that never set it.
     """
 
     @classmethod
@@ -32,6 +37,33 @@ class PreprocessOptions(PipelineOptions):
         parser.add_argument(
             "--spec", type=str, default=None, help="Dataset spec YAML (e.g. schemas/taxi.yaml)."
         )
+        parser.add_argument(
+            "--output_dir",
+            type=str,
+            default=None,
+            help="Output directory, local or on any Beam filesystem (gs://...).",
+        )
+        parser.add_argument(
+            "--num_shards",
+            type=int,
+            default=0,
+            help="TFRecord shards per split (batch) or per window (streaming); 0 lets the runner "
+            "choose.",
+        )
+        parser.add_argument(
+            "--write_raw_features",
+            action="store_true",
+            default=False,
+            help="Also write the validated raw rows with their aggregates and keys under "
+            "OUTPUT/raw_features/ (Parquet in batch, JSON lines in streaming).",
+        )
+
+
+class PreprocessOptions(PipelineOptions):
+    """Inputs and policies of the batch preprocessing job."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
         parser.add_argument(
             "--input",
             type=str,
@@ -41,29 +73,10 @@ class PreprocessOptions(PipelineOptions):
             ".gz. Repeat the flag for several patterns.",
         )
         parser.add_argument(
-            "--output_dir",
-            type=str,
-            default=None,
-            help="Directory for splits, transform_fn, dead letters and manifest.json.",
-        )
-        parser.add_argument(
             "--max_bad_fraction",
             type=float,
             default=0.05,
             help="Fail the run when dead letters exceed this fraction of the rows read.",
-        )
-        parser.add_argument(
-            "--write_raw_features",
-            action="store_true",
-            default=False,
-            help="Also write the validated raw rows, with keys, as Parquet under "
-            "OUTPUT/raw_features/<split>/.",
-        )
-        parser.add_argument(
-            "--num_shards",
-            type=int,
-            default=0,
-            help="TFRecord shards per split; 0 lets the runner choose.",
         )
         parser.add_argument(
             "--overwrite",
@@ -82,12 +95,13 @@ class PreprocessOptions(PipelineOptions):
 def validate_options(options: PipelineOptions) -> list[str]:
     """Every problem with the flags, as messages; empty when the flags are usable."""
     preprocess = options.view_as(PreprocessOptions)
+    dataset = options.view_as(DatasetOptions)
     problems = [
         f"{flag} is required"
         for flag, value in (
-            ("--spec", preprocess.spec),
+            ("--spec", dataset.spec),
             ("--input", preprocess.input),
-            ("--output_dir", preprocess.output_dir),
+            ("--output_dir", dataset.output_dir),
         )
         if not value
     ]
@@ -95,8 +109,8 @@ def validate_options(options: PipelineOptions) -> list[str]:
         problems.append(
             f"--max_bad_fraction must be within [0, 1], got {preprocess.max_bad_fraction}"
         )
-    if preprocess.num_shards < 0:
-        problems.append(f"--num_shards must be >= 0, got {preprocess.num_shards}")
+    if dataset.num_shards < 0:
+        problems.append(f"--num_shards must be >= 0, got {dataset.num_shards}")
     if preprocess.parse_batch_size < 1:
         problems.append(f"--parse_batch_size must be >= 1, got {preprocess.parse_batch_size}")
     if options.view_as(StandardOptions).streaming:
@@ -104,9 +118,142 @@ def validate_options(options: PipelineOptions) -> list[str]:
     return problems
 
 
+def unknown_flags(argv: list[str]) -> list[str]:
+    """Flags that no PipelineOptions class defines (typos), sorted."""
+    options = PipelineOptions(list(argv))
+    known = options.get_all_options(retain_unknown_options=False)
+    with_unknown = options.get_all_options(retain_unknown_options=True)
+    return sorted(f"--{name}" for name in set(with_unknown) - set(known))
+
+
 def pin_local_runner(options: PipelineOptions) -> str:
-    """Resolves an unset or 'DirectRunner' runner to the explicit local batch engine."""
+    """Resolves an unset or 'DirectRunner' runner to the explicit local engine for
+    the pipeline's mode (batch or streaming)."""
     standard = options.view_as(StandardOptions)
     if standard.runner in (None, "DirectRunner", "SwitchingDirectRunner"):
-        standard.runner = LOCAL_BATCH_RUNNER
+        standard.runner = LOCAL_STREAMING_RUNNER if standard.streaming else LOCAL_BATCH_RUNNER
     return standard.runner
+
+
+class StreamOptions(PipelineOptions):
+    """Inputs, outputs and event-time policies of the streaming job."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--transform_dir",
+            type=str,
+            default=None,
+            help="Output directory of a batch pipeline.preprocess run: its transform_fn "
+            "transforms every live event, and its manifest must match --spec.",
+        )
+        parser.add_argument(
+            "--input_subscription",
+            type=str,
+            default=None,
+            help="Pub/Sub subscription to read, projects/P/subscriptions/S.",
+        )
+        parser.add_argument(
+            "--input_topic",
+            type=str,
+            default=None,
+            help="Pub/Sub topic to read through a temporary subscription, projects/P/topics/T "
+            "(instead of --input_subscription).",
+        )
+        parser.add_argument(
+            "--output_topic",
+            type=str,
+            default=None,
+            help="Pub/Sub topic for transformed examples (attribute kind=example) and each "
+            "period's aggregate values per key (kind=aggregate), projects/P/topics/T.",
+        )
+        parser.add_argument(
+            "--dead_letter_topic",
+            type=str,
+            default=None,
+            help="Pub/Sub topic for dead letters as JSON; without it they go to "
+            "OUTPUT/dead_letter/.",
+        )
+        parser.add_argument(
+            "--allowed_lateness",
+            type=str,
+            default="2min",
+            help="How far behind the watermark an event may arrive and still be admitted "
+            "(e.g. 90s, 2min). Each event leaves this long after its admission window closes.",
+        )
+        parser.add_argument(
+            "--late_data_horizon",
+            type=str,
+            default="1d",
+            help="Events later than --allowed_lateness but within this horizon are "
+            "dead-lettered with reason 'late'; the runner drops events later still.",
+        )
+        parser.add_argument(
+            "--file_window",
+            type=str,
+            default="5min",
+            help="Event-time span of each set of output files (examples, dead letters).",
+        )
+        parser.add_argument(
+            "--transform_batch_size",
+            type=int,
+            default=256,
+            help="Rows per call of the transform graph.",
+        )
+
+
+def duration_seconds(value: str) -> int:
+    """Seconds in a duration flag: '90', '90s', '5min', '1h', '1d'; zero is allowed."""
+    from schemas.spec import parse_duration
+
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    if text in ("0s", "0min", "0m", "0h", "0d"):
+        return 0
+    return parse_duration(text)
+
+
+def validate_stream_options(options: PipelineOptions) -> list[str]:
+    """Every problem with the streaming job's flags, as messages."""
+    dataset = options.view_as(DatasetOptions)
+    stream = options.view_as(StreamOptions)
+    problems = [
+        f"{flag} is required"
+        for flag, value in (
+            ("--spec", dataset.spec),
+            ("--transform_dir", stream.transform_dir),
+            ("--output_dir", dataset.output_dir),
+        )
+        if not value
+    ]
+    if bool(stream.input_subscription) == bool(stream.input_topic):
+        problems.append("give exactly one of --input_subscription and --input_topic")
+    for flag, value, kind in (
+        ("--input_subscription", stream.input_subscription, "subscriptions"),
+        ("--input_topic", stream.input_topic, "topics"),
+        ("--output_topic", stream.output_topic, "topics"),
+        ("--dead_letter_topic", stream.dead_letter_topic, "topics"),
+    ):
+        parts = (value or "").split("/")
+        if value and (len(parts) != 4 or parts[0] != "projects" or parts[2] != kind):
+            problems.append(f"{flag} must look like projects/PROJECT/{kind}/NAME, got {value!r}")
+    durations = {}
+    for flag, value in (
+        ("--allowed_lateness", stream.allowed_lateness),
+        ("--late_data_horizon", stream.late_data_horizon),
+        ("--file_window", stream.file_window),
+    ):
+        try:
+            durations[flag] = duration_seconds(value)
+        except ValueError as error:
+            problems.append(f"{flag}: {error}")
+    if durations.get("--file_window") == 0:
+        problems.append("--file_window must be positive")
+    if durations.get("--late_data_horizon", 1) < durations.get("--allowed_lateness", 0):
+        problems.append("--late_data_horizon must be at least --allowed_lateness")
+    if dataset.num_shards < 0:
+        problems.append(f"--num_shards must be >= 0, got {dataset.num_shards}")
+    if stream.transform_batch_size < 1:
+        problems.append(f"--transform_batch_size must be >= 1, got {stream.transform_batch_size}")
+    return problems

@@ -27,7 +27,14 @@ from apache_beam.options.pipeline_options import (
 )
 
 from pipeline import manifest as manifest_io
-from pipeline.options import OptionsError, PreprocessOptions, pin_local_runner, validate_options
+from pipeline.options import (
+    DatasetOptions,
+    OptionsError,
+    PreprocessOptions,
+    pin_local_runner,
+    unknown_flags,
+    validate_options,
+)
 from schemas.spec import DatasetSpec, SpecError, load_spec
 from transforms.aggregates import JoinAggregates
 from transforms.csv_source import CsvLayout, InputError, ReadCsvLines, discover_layouts
@@ -90,7 +97,7 @@ def build_pipeline(
     from transforms.analyze import TRANSFORM_FN, AnalyzeAndTransform
 
     preprocess = options.view_as(PreprocessOptions)
-    out = OutputLayout(preprocess.output_dir)
+    out = OutputLayout(options.view_as(DatasetOptions).output_dir)
     temp_location = options.view_as(GoogleCloudOptions).temp_location
 
     if lines is None:
@@ -107,7 +114,7 @@ def build_pipeline(
         _ = serialized | f"WriteExamples[{split}]" >> beam.io.WriteToTFRecord(
             out.split_prefix(split),
             file_name_suffix=".tfrecord.gz",
-            num_shards=preprocess.num_shards,
+            num_shards=options.view_as(DatasetOptions).num_shards,
         )
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out.root)
 
@@ -118,7 +125,7 @@ def build_pipeline(
         >> beam.io.WriteToText(out.dead_letter_prefix, file_name_suffix=".jsonl")
     )
 
-    if preprocess.write_raw_features:
+    if options.view_as(DatasetOptions).write_raw_features:
         import pyarrow as pa
 
         schema = rows_schema(spec)
@@ -191,19 +198,12 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
         FileSystems.delete([output_dir])
 
 
-def _unknown_flags(argv: Sequence[str]) -> list[str]:
-    options = PipelineOptions(list(argv))
-    known = options.get_all_options(retain_unknown_options=False)
-    with_unknown = options.get_all_options(retain_unknown_options=True)
-    return sorted(f"--{name}" for name in set(with_unknown) - set(known))
-
-
 def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict[str, CsvLayout]]:
     """Parses and checks everything that can be checked before running.
 
     Raises SpecError, OptionsError or InputError (all exit code 2).
     """
-    unknown = _unknown_flags(argv)
+    unknown = unknown_flags(argv)
     if unknown:
         raise OptionsError(f"unknown flag(s): {', '.join(unknown)} (see --help)")
     options = PipelineOptions(list(argv))
@@ -211,16 +211,17 @@ def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict[str
     problems = validate_options(options)
     if problems:
         raise OptionsError("; ".join(problems))
-    spec = load_spec(preprocess.spec)
+    dataset = options.view_as(DatasetOptions)
+    spec = load_spec(dataset.spec)
     if spec.preprocessing_fn:
         from transforms.preprocessing import load_custom_preprocessing_fn
 
         try:
             load_custom_preprocessing_fn(spec.preprocessing_fn)
         except (ImportError, AttributeError) as error:
-            raise SpecError(preprocess.spec, [f"preprocessing_fn: {error}"]) from None
+            raise SpecError(dataset.spec, [f"preprocessing_fn: {error}"]) from None
     layouts = discover_layouts(preprocess.input, spec)
-    check_output_dir(preprocess.output_dir, preprocess.overwrite)
+    check_output_dir(dataset.output_dir, preprocess.overwrite)
     return options, spec, layouts
 
 
@@ -237,7 +238,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     runner = pin_local_runner(options)
     preprocess = options.view_as(PreprocessOptions)
-    out = OutputLayout(preprocess.output_dir)
+    out = OutputLayout(options.view_as(DatasetOptions).output_dir)
     try:
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, options, spec, layouts)

@@ -12,14 +12,12 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pytest
-from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.spec import SpecError, parse_spec
 from tests.conftest import test_pipeline
 from transforms.aggregates import (
     JoinAggregates,
     PeriodStats,
-    SlidingWindowAggregate,
     group_aggregates,
 )
 from transforms.csv_source import layout_from_first_line
@@ -324,57 +322,6 @@ def test_groups_share_key_and_period(spec):
         (("zone", "vendor"), 900, 2),
     ]
     assert groups[0].block_periods * 300 >= 86400
-
-
-def test_sliding_window_aggregate_with_test_stream():
-    """The streaming building block: per-period partials, then SlidingWindows(W, P)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-    from apache_beam.testing.test_pipeline import TestPipeline
-    from apache_beam.testing.test_stream import TestStream
-    from apache_beam.transforms.window import TimestampedValue
-
-    spec = make_spec(
-        [
-            {"name": "n", "key": ["zone"], "agg": "count", "window": "1h", "period": "5min"},
-            {
-                "name": "avg",
-                "key": ["zone"],
-                "agg": "mean",
-                "value": "fare",
-                "window": "1h",
-                "period": "5min",
-            },
-        ]
-    )
-    (group,) = group_aggregates(spec)
-    start = 1_735_689_600
-    events = [
-        ("z", start + 10, 10.0),
-        ("z", start + 300, 20.0),  # on a boundary
-        ("y", start + 400, 5.0),
-        ("z", start + 1900, 30.0),
-        ("z", start + 4000, 40.0),
-    ]
-    stream = (
-        TestStream()
-        .advance_watermark_to(start)
-        .add_elements([TimestampedValue(((z,), {"fare": f}), t) for z, t, f in events[:3]])
-        .advance_watermark_to(start + 1800)
-        .add_elements([TimestampedValue(((z,), {"fare": f}), t) for z, t, f in events[3:]])
-        .advance_watermark_to_infinity()
-    )
-    expected = []
-    ends = {((t // 300) + 1 + i) * 300 for _, t, _ in events for i in range(12)}
-    for zone in ("z", "y"):
-        for end in sorted(ends):
-            seen = [f for z, t, f in events if z == zone and end - 3600 <= t < end]
-            if seen:
-                expected.append(((zone,), end, {"n": len(seen), "avg": sum(seen) / len(seen)}))
-    options = PipelineOptions()
-    options.view_as(StandardOptions).streaming = True
-    with TestPipeline(runner="BundleBasedDirectRunner", options=options) as p:
-        output = p | stream | SlidingWindowAggregate(group)
-        assert_that(output | beam.WindowInto(beam.window.GlobalWindows()), equal_to(expected))
 
 
 # --- spec rules -------------------------------------------------------------------

@@ -9,9 +9,9 @@ interval is exactly the periods with index q - W/P .. q - 1, where q = floor(t/P
 both implementations pre-aggregate per (entity, period) and then combine whole
 periods, which is why they agree.
 
-- Streaming (`SlidingWindowAggregate`): events are combined per period in
-  FixedWindows(P), then the per-period partials are re-windowed into
-  SlidingWindows(W, P); the window ending at e holds exactly [e - W, e).
+- Streaming (`transforms.streaming.JoinLiveAggregates`): admitted rows are
+  pre-aggregated into the same PeriodStats per admission window, then collected
+  in SlidingWindows(W, P); the window ending at e holds exactly [e - W, e).
 - Batch (`JoinAggregates`): rows are pre-aggregated per (entity, block, period),
   where a block is a fixed span of B = max(W, 8192 P) seconds. Each block's
   partials plus the trailing W of the previous block give every window the
@@ -28,7 +28,6 @@ final formula (`finalize`) are shared by both paths.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
@@ -381,90 +380,3 @@ class JoinAggregates(beam.PTransform):
             )
             | "ConcatBatches" >> beam.FlatMap(_concat, names)
         )
-
-
-# --- streaming building blocks ---------------------------------------------------
-
-
-class WindowStatsCombineFn(beam.CombineFn):
-    """(count, {column: (sum, min, max)}) over scalar values dicts."""
-
-    def __init__(self, value_columns: Sequence[str]):
-        self._columns = tuple(value_columns)
-
-    def create_accumulator(self):
-        return 0, {name: (0.0, math.inf, -math.inf) for name in self._columns}
-
-    def add_input(self, accumulator, values: dict):
-        count, stats = accumulator
-        merged = {}
-        for name, (total, low, high) in stats.items():
-            value = float(values[name])
-            merged[name] = (total + value, min(low, value), max(high, value))
-        return count + 1, merged
-
-    def merge_accumulators(self, accumulators):
-        count, merged = self.create_accumulator()
-        for other_count, stats in accumulators:
-            count += other_count
-            for name, (total, low, high) in stats.items():
-                m_total, m_low, m_high = merged[name]
-                merged[name] = (m_total + total, min(m_low, low), max(m_high, high))
-        return count, merged
-
-    def extract_output(self, accumulator):
-        return accumulator
-
-
-class _MergeStatsCombineFn(WindowStatsCombineFn):
-    """Combines accumulators produced by WindowStatsCombineFn (per-period partials)."""
-
-    def add_input(self, accumulator, partial):
-        return self.merge_accumulators([accumulator, partial])
-
-
-class SlidingWindowAggregate(beam.PTransform):
-    """Streaming form of one aggregate group, in event time.
-
-    Input: PCollection[(entity tuple, {value column: number})] with event-time
-    timestamps, bounded or unbounded. Output: (entity, window end e in seconds,
-    {aggregate name: value}) for every window [e - W, e) that holds data; a row
-    of the entity at t with floor(t / P) * P == e gets these values. Windows fire
-    at the watermark; allowed lateness is the caller's windowing choice.
-    """
-
-    def __init__(self, group: AggregateGroup):
-        super().__init__()
-        if len({a.window_seconds for a in group.aggregates}) != 1:
-            raise ValueError("SlidingWindowAggregate takes aggregates with one window length")
-        self._group = group
-
-    def expand(self, events):
-        from apache_beam.transforms import window
-
-        group = self._group
-        period = group.period_seconds
-        window_seconds = group.aggregates[0].window_seconds
-        columns = group.value_columns
-        return (
-            events
-            | "PeriodWindows" >> beam.WindowInto(window.FixedWindows(period))
-            | "PeriodPartials" >> beam.CombinePerKey(WindowStatsCombineFn(columns))
-            | "SlidingWindows" >> beam.WindowInto(window.SlidingWindows(window_seconds, period))
-            | "WindowPartials" >> beam.CombinePerKey(_MergeStatsCombineFn(columns))
-            | "Finalize" >> beam.ParDo(_FinalizeWindowDoFn(group))
-        )
-
-
-class _FinalizeWindowDoFn(beam.DoFn):
-    def __init__(self, group: AggregateGroup):
-        self._group = group
-
-    def process(self, element, window=beam.DoFn.WindowParam):
-        entity, (count, stats) = element
-        end = int(window.end.micros // 1_000_000)
-        values = {}
-        for aggregate in self._group.aggregates:
-            total, low, high = stats.get(aggregate.value, (0.0, math.inf, -math.inf))
-            values[aggregate.name] = finalize(aggregate, count, total, low, high).item()
-        yield entity, end, values

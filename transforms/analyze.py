@@ -45,7 +45,7 @@ def _tfxio_value_type(arrow_type: pa.DataType) -> pa.DataType:
     return arrow_type
 
 
-def _to_list_array(values: pa.Array, value_type: pa.DataType) -> pa.Array:
+def to_list_array(values: pa.Array, value_type: pa.DataType) -> pa.Array:
     """One-element lists, or empty lists where the value is null."""
     lengths = np.where(values.is_valid().to_numpy(zero_copy_only=False), 1, 0)
     offsets = np.zeros(len(values) + 1, dtype=np.int64)
@@ -59,7 +59,7 @@ def to_tfxio_batch(batch: pa.RecordBatch, schema: pa.Schema, key_column: str) ->
     arrays = []
     for field in schema:
         source = key_column if field.name == PASSTHROUGH_KEY else field.name
-        arrays.append(_to_list_array(batch.column(source), field.type.value_type))
+        arrays.append(to_list_array(batch.column(source), field.type.value_type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 

@@ -1,0 +1,317 @@
+"""Streaming: Pub/Sub JSON events -> validated rows -> live aggregates -> the
+transform graph of a batch run -> windowed TFRecords (and Pub/Sub).
+
+    python -m pipeline.stream --spec schemas/taxi.yaml --transform_dir BATCH_OUT \\
+        --input_subscription projects/P/subscriptions/S --output_dir STREAM_OUT \\
+        [--output_topic projects/P/topics/T] [--dead_letter_topic projects/P/topics/D] \\
+        [--allowed_lateness 2min] [--write_raw_features] --streaming [Beam options]
+
+Writes STREAM_OUT/examples/part-<window start>-<window end>-<shard>-of-<n>.tfrecord.gz
+(transformed tf.train.Examples with the record key), STREAM_OUT/dead_letter/*.jsonl
+(unless --dead_letter_topic is given), STREAM_OUT/raw_features/*.jsonl (rows
+with their aggregates, with --write_raw_features) and, at start,
+STREAM_OUT/stream.json (spec hash, transform_fn fingerprint, flags). See
+transforms/streaming.py for the event-time model.
+
+A local run (DirectRunner) runs until Ctrl-C or SIGTERM; on Dataflow the command
+returns once the job is submitted. Exit codes: 0 success, 1 failed run, 2 bad
+flags, spec or transform_dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.transforms import window
+
+from pipeline import manifest as manifest_io
+from pipeline.options import (
+    LOCAL_STREAMING_RUNNER,
+    DatasetOptions,
+    OptionsError,
+    StreamOptions,
+    duration_seconds,
+    pin_local_runner,
+    unknown_flags,
+    validate_stream_options,
+)
+from schemas.spec import DatasetSpec, SpecError, load_spec
+from transforms.messages import ParseMessages, row_to_json
+from transforms.streaming import (
+    AdmitOnTime,
+    ApplyTransformGraph,
+    JoinLiveAggregates,
+    TFRecordGzipSink,
+    WriteWindowedFiles,
+    stamp_arrival_time,
+)
+from transforms.validation import dead_letter_to_json
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+START_RECORD = "stream.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamOutputLayout:
+    """Where a streaming run writes each output under its output directory."""
+
+    root: str
+
+    @property
+    def examples_dir(self) -> str:
+        return manifest_io.join(self.root, "examples")
+
+    @property
+    def dead_letter_dir(self) -> str:
+        return manifest_io.join(self.root, "dead_letter")
+
+    @property
+    def raw_features_dir(self) -> str:
+        return manifest_io.join(self.root, "raw_features")
+
+    @property
+    def start_record_path(self) -> str:
+        return manifest_io.join(self.root, START_RECORD)
+
+
+def _message(data: bytes, **attributes: str):
+    from apache_beam.io.gcp.pubsub import PubsubMessage
+
+    return PubsubMessage(data, attributes)
+
+
+def example_message(element: tuple[str, bytes]):
+    key, example = element
+    return _message(example, kind="example", key=str(key))
+
+
+def aggregate_message(record: dict):
+    return _message(row_to_json(record).encode("utf-8"), kind="aggregate", group=record["group"])
+
+
+def dead_letter_message(record: dict):
+    # Attribute values are limited to 1024 bytes; the full reason is in the body.
+    reason = record["reason"].encode("utf-8")[:1000].decode("utf-8", errors="ignore")
+    return _message(dead_letter_to_json(record).encode("utf-8"), kind="dead_letter", reason=reason)
+
+
+def build_pipeline(
+    p: beam.Pipeline,
+    options: PipelineOptions,
+    spec: DatasetSpec,
+    messages: beam.PCollection | None = None,
+) -> None:
+    """Wires the whole streaming job into `p`.
+
+    `messages`, when given, replaces reading Pub/Sub: a PCollection of
+    PubsubMessage (tests use TestStream here).
+    """
+    dataset = options.view_as(DatasetOptions)
+    stream = options.view_as(StreamOptions)
+    out = StreamOutputLayout(dataset.output_dir)
+    lateness = duration_seconds(stream.allowed_lateness)
+    file_window = duration_seconds(stream.file_window)
+
+    if messages is None:
+        messages = p | "ReadMessages" >> beam.io.ReadFromPubSub(
+            subscription=stream.input_subscription,
+            topic=stream.input_topic,
+            with_attributes=True,
+        )
+    parsed = messages | "ValidateMessages" >> ParseMessages(spec)
+    admission = parsed.rows | "AdmitOnTime" >> AdmitOnTime(
+        spec, lateness, duration_seconds(stream.late_data_horizon)
+    )
+    live = admission.admitted | "JoinLiveAggregates" >> JoinLiveAggregates(spec, lateness)
+    examples = live["rows"] | "TransformRows" >> ApplyTransformGraph(
+        spec, stream.transform_dir, stream.transform_batch_size
+    )
+
+    _ = (
+        examples
+        | "ExampleBytes" >> beam.Values()
+        | "WriteExamples"
+        >> WriteWindowedFiles(
+            out.examples_dir,
+            "part",
+            ".tfrecord.gz",
+            TFRecordGzipSink,
+            file_window,
+            dataset.num_shards,
+        )
+    )
+    if dataset.write_raw_features:
+        _ = (
+            live["rows"]
+            | "RowsToJson" >> beam.Map(row_to_json)
+            | "WriteRawFeatures"
+            >> WriteWindowedFiles(
+                out.raw_features_dir, "part", ".jsonl", fileio.TextSink, file_window, 1
+            )
+        )
+
+    dead_letters = (
+        (
+            parsed.dead_letter,
+            admission.late | "LateToGlobalWindow" >> beam.WindowInto(window.GlobalWindows()),
+        )
+        | "FlattenDeadLetters" >> beam.Flatten()
+        | "StampArrivalTime" >> beam.Map(stamp_arrival_time)
+    )
+    if stream.dead_letter_topic:
+        _ = (
+            dead_letters
+            | "DeadLetterMessages" >> beam.Map(dead_letter_message)
+            | "PublishDeadLetters"
+            >> beam.io.WriteToPubSub(stream.dead_letter_topic, with_attributes=True)
+        )
+    else:
+        _ = (
+            dead_letters
+            | "DeadLetterToJson" >> beam.Map(dead_letter_to_json)
+            | "WriteDeadLetters"
+            >> WriteWindowedFiles(
+                out.dead_letter_dir, "dead_letter", ".jsonl", fileio.TextSink, file_window, 1
+            )
+        )
+
+    if stream.output_topic:
+        results = [
+            examples
+            | "ExampleMessages" >> beam.Map(example_message)
+            | "ExamplesToGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+        ]
+        if "aggregates" in live:
+            results.append(
+                live["aggregates"]
+                | "AggregateMessages" >> beam.Map(aggregate_message)
+                | "AggregatesToGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+            )
+        _ = (
+            results
+            | "FlattenResults" >> beam.Flatten()
+            | "PublishResults" >> beam.io.WriteToPubSub(stream.output_topic, with_attributes=True)
+        )
+
+
+def check_transform_dir(transform_dir: str, spec: DatasetSpec) -> dict:
+    """The batch run's manifest; refuses a directory that is not a complete run of
+    this very spec (another spec would mean training/serving skew)."""
+    manifest_path = manifest_io.join(transform_dir, manifest_io.MANIFEST_NAME)
+    if not manifest_io.list_files(manifest_path):
+        raise OptionsError(
+            f"--transform_dir {transform_dir} has no {manifest_io.MANIFEST_NAME}: it is not "
+            "a complete pipeline.preprocess output"
+        )
+    manifest = manifest_io.read_json(manifest_path)
+    if manifest.get("spec_hash") != spec.spec_hash:
+        raise OptionsError(
+            f"--transform_dir {transform_dir} was produced from another spec (hash "
+            f"{str(manifest.get('spec_hash'))[:12]}, --spec has {spec.spec_hash[:12]}); "
+            "stream with the spec of the batch run"
+        )
+    return manifest
+
+
+def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict]:
+    """Parses and checks everything that can be checked before running.
+
+    Raises SpecError or OptionsError (exit code 2).
+    """
+    unknown = unknown_flags(argv)
+    if unknown:
+        raise OptionsError(f"unknown flag(s): {', '.join(unknown)} (see --help)")
+    options = PipelineOptions(list(argv))
+    # This entry point is streaming only, with or without --streaming.
+    options.view_as(StandardOptions).streaming = True
+    problems = validate_stream_options(options)
+    if problems:
+        raise OptionsError("; ".join(problems))
+    spec = load_spec(options.view_as(DatasetOptions).spec)
+    manifest = check_transform_dir(options.view_as(StreamOptions).transform_dir, spec)
+    return options, spec, manifest
+
+
+def write_start_record(options: PipelineOptions, spec: DatasetSpec, manifest: dict) -> None:
+    out = StreamOutputLayout(options.view_as(DatasetOptions).output_dir)
+    manifest_io.write_json(
+        out.start_record_path,
+        {
+            "dataset": spec.name,
+            "spec_hash": spec.spec_hash,
+            "transform_dir": options.view_as(StreamOptions).transform_dir,
+            "transform_fn_fingerprint": manifest.get("transform_fn_fingerprint"),
+            "flags": options.get_all_options(drop_default=True),
+            "package_versions": manifest_io.package_versions(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+
+
+def wait_until_stopped(result) -> int:
+    """Waits for a local run to end or for SIGINT/SIGTERM, which cancel it."""
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def wait():
+        try:
+            result.wait_until_finish()
+        except Exception as error:  # noqa: BLE001 - reported below, exit code 1
+            failure.append(error)
+        stop.set()
+
+    def request_stop(signum, _frame):
+        logging.info("received %s; cancelling the pipeline", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        threading.Thread(target=wait, name="wait_until_finish", daemon=True).start()
+        stop.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failure:
+        logging.error("pipeline failed", exc_info=failure[0])
+        print(f"error: run failed: {type(failure[0]).__name__}: {failure[0]}", file=sys.stderr)
+        return EXIT_FAILED
+    result.cancel()
+    print("stopped; windows that had closed are written, open windows are not")
+    return EXIT_OK
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Runs the streaming job; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        options, spec, manifest = prepare(argv)
+    except (SpecError, OptionsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    runner = pin_local_runner(options)
+    write_start_record(options, spec, manifest)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options, spec)
+    result = pipeline.run()
+    if runner != LOCAL_STREAMING_RUNNER:
+        print(f"submitted the streaming job to {runner}; state {result.state}")
+        return EXIT_OK
+    return wait_until_stopped(result)
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()
