@@ -159,7 +159,10 @@ def message_parts(message) -> tuple[str, bytes, dict]:
     """(source, data, attributes) of a PubsubMessage; the source names the message."""
     message_id = getattr(message, "message_id", None)
     source = f"pubsub:{message_id}" if message_id else "pubsub"
-    return source, message.data or b"", dict(message.attributes or {})
+    data = message.data or b""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return source, data, dict(message.attributes or {})
 
 
 class _ParseMessagesDoFn(beam.DoFn):

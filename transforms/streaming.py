@@ -344,6 +344,19 @@ class JoinLiveAggregates(beam.PTransform):
 # --- transform graph -------------------------------------------------------------
 
 
+def _any_batch_size(tensor):
+    """The tensor's TypeSpec with its batch dimension unknown, as the converter needs."""
+    import tensorflow as tf
+
+    if isinstance(tensor, tf.SparseTensor):
+        return tf.SparseTensorSpec([None, *tensor.shape[1:]], tensor.dtype)
+    if isinstance(tensor, tf.RaggedTensor):
+        return tf.RaggedTensorSpec(
+            [None, *tensor.shape[1:]], tensor.dtype, tensor.ragged_rank, tensor.row_splits.dtype
+        )
+    return tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype)
+
+
 class _TransformRowsDoFn(beam.DoFn):
     """Batch of row dicts (raw columns and aggregates) -> (record key, serialized
     tf.train.Example) through the transform graph of a batch run.
@@ -375,7 +388,6 @@ class _TransformRowsDoFn(beam.DoFn):
         self._converter = None
 
     def process(self, rows: list[dict]) -> Iterable[tuple[str, bytes]]:
-        import tensorflow as tf
         from tfx_bsl.tfxio import tensor_to_arrow
 
         from transforms.analyze import to_list_array, to_tfxio_batch
@@ -390,7 +402,7 @@ class _TransformRowsDoFn(beam.DoFn):
         transformed = self._tft_output.transform_raw_features(tensors, drop_unused_features=True)
         if self._converter is None:
             self._converter = tensor_to_arrow.TensorsToRecordBatchConverter(
-                {name: tf.type_spec_from_value(tensor) for name, tensor in transformed.items()}
+                {name: _any_batch_size(tensor) for name, tensor in transformed.items()}
             )
         output = self._converter.convert(transformed)
         keys = batch.column(key_column)

@@ -1,0 +1,343 @@
+"""The real Cloud Pub/Sub emulator for tests that need a Pub/Sub endpoint.
+
+`running_emulator()` starts Google's emulator (the Debian package
+`google-cloud-cli-pubsub-emulator`, a Java program) on a free local port, points every
+Pub/Sub client in this process at it through PUBSUB_EMULATOR_HOST, and stops it again.
+Nothing reaches Google Cloud: with that variable set, the client library talks plain
+gRPC to the emulator and uses anonymous credentials.
+
+A test module gets the `pubsub_emulator` fixture by loading this module as a plugin:
+
+    pytest_plugins = ["tests.pubsub_emulator"]
+
+The fixture skips only when Java or the emulator is not installed on the machine; an
+emulator that is installed but fails to start is an error, not a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, NamedTuple
+
+import pytest
+
+if TYPE_CHECKING:
+    from google.cloud import pubsub_v1
+
+EMULATOR_HOST_VARIABLE = "PUBSUB_EMULATOR_HOST"
+
+_LAUNCHER_IN_SDK = pathlib.Path("platform", "pubsub-emulator", "bin", "cloud-pubsub-emulator")
+# Where the Debian/Ubuntu package installs the SDK.
+_PACKAGED_SDK_ROOT = pathlib.Path("/usr/lib/google-cloud-sdk")
+
+# A cold JVM brings the emulator up in about two seconds; a loaded CI machine needs more.
+_START_DEADLINE_SECONDS = 60.0
+_PROBE_TIMEOUT_SECONDS = 1.0
+_PROBE_INTERVAL_SECONDS = 0.1
+_STOP_GRACE_SECONDS = 5.0
+_LOG_TAIL_LINES = 40
+
+
+class PulledMessage(NamedTuple):
+    """One message as a subscriber received it."""
+
+    data: bytes
+    attributes: dict[str, str]
+
+
+def _sdk_roots() -> list[pathlib.Path]:
+    roots = [_PACKAGED_SDK_ROOT]
+    gcloud = shutil.which("gcloud")
+    if gcloud:
+        # An SDK unpacked from Google's archive keeps gcloud in <root>/bin.
+        roots.append(pathlib.Path(gcloud).resolve().parent.parent)
+    return roots
+
+
+def _java_is_missing() -> str | None:
+    """Why the launcher would find no Java, or None when it would find one."""
+    # The launcher script prefers $JAVA_HOME/bin/java and dies if JAVA_HOME is set wrong,
+    # even when a `java` is on PATH, so check the same thing it will use.
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        java = pathlib.Path(java_home, "bin", "java")
+        if not os.access(java, os.X_OK):
+            return f"JAVA_HOME={java_home} has no executable bin/java"
+        return None
+    if shutil.which("java") is None:
+        return "no `java` on PATH (the Pub/Sub emulator is a Java program)"
+    return None
+
+
+def _find_launcher_file() -> pathlib.Path | None:
+    for root in _sdk_roots():
+        launcher = root / _LAUNCHER_IN_SDK
+        if os.access(launcher, os.X_OK):
+            return launcher
+    return None
+
+
+def missing_prerequisite() -> str | None:
+    """Why the emulator cannot run on this machine, or None when it can."""
+    java_problem = _java_is_missing()
+    if java_problem:
+        return java_problem
+    if _find_launcher_file() is None:
+        searched = ", ".join(str(root / _LAUNCHER_IN_SDK) for root in _sdk_roots())
+        return (
+            "Pub/Sub emulator not installed (apt-get install "
+            f"google-cloud-cli-pubsub-emulator); looked for {searched}"
+        )
+    return None
+
+
+def find_emulator_launcher() -> pathlib.Path | None:
+    """The emulator's start script, or None when it or Java is missing."""
+    if missing_prerequisite() is not None:
+        return None
+    return _find_launcher_file()
+
+
+def _free_local_port() -> int:
+    # The port is released before the emulator binds it, so another process could take
+    # it in between; the emulator then exits and the log tail says so.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _log_tail(log_path: pathlib.Path) -> str:
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError as error:
+        return f"(no emulator log: {error})"
+    return "\n".join(lines[-_LOG_TAIL_LINES:]) or "(emulator log is empty)"
+
+
+def _answers(host: str) -> bool:
+    # The emulator answers plain HTTP on its gRPC port and replies "Ok" at the root, which
+    # is the readiness check gcloud itself uses. A bare TCP connect is not enough: the
+    # port opens a moment before requests are served. Proxies are bypassed because an
+    # HTTP(S)_PROXY in the environment would otherwise swallow a request to localhost.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{host}/", timeout=_PROBE_TIMEOUT_SECONDS) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait_until_answering(process: subprocess.Popen, host: str, log_path: pathlib.Path) -> None:
+    deadline = time.monotonic() + _START_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"Pub/Sub emulator exited with code {process.returncode} before answering "
+                f"on {host}; log tail:\n{_log_tail(log_path)}"
+            )
+        if _answers(host):
+            return
+        time.sleep(_PROBE_INTERVAL_SECONDS)
+    raise RuntimeError(
+        f"Pub/Sub emulator did not answer on {host} within {_START_DEADLINE_SECONDS:.0f} s; "
+        f"log tail:\n{_log_tail(log_path)}"
+    )
+
+
+def _stop_process_group(process: subprocess.Popen) -> None:
+    # The launcher is a shell script that execs java; signalling the whole group also
+    # reaches anything java may have forked, so no JVM outlives the test session.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=_STOP_GRACE_SECONDS)
+    # Even when the leader exited on SIGTERM, a child may still hold the group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=_STOP_GRACE_SECONDS)
+
+
+@contextlib.contextmanager
+def _emulator_host_variable(host: str) -> Iterator[None]:
+    previous = os.environ.get(EMULATOR_HOST_VARIABLE)
+    os.environ[EMULATOR_HOST_VARIABLE] = host
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(EMULATOR_HOST_VARIABLE, None)
+        else:
+            os.environ[EMULATOR_HOST_VARIABLE] = previous
+
+
+@dataclasses.dataclass
+class PubSubEmulator:
+    """A running emulator and clients bound to it.
+
+    `host` is "127.0.0.1:<port>", the value of PUBSUB_EMULATOR_HOST while it runs;
+    `project` is the only project the emulator accepts. Topic and subscription arguments
+    and results are full resource paths ("projects/<project>/topics/<name>").
+    """
+
+    host: str
+    project: str
+    publisher: pubsub_v1.PublisherClient = dataclasses.field(repr=False)
+    subscriber: pubsub_v1.SubscriberClient = dataclasses.field(repr=False)
+
+    def create_topic(self, name: str) -> str:
+        """Create topic `name` in the emulator's project and return its path."""
+        topic_path = self.publisher.topic_path(self.project, name)
+        self.publisher.create_topic(name=topic_path)
+        return topic_path
+
+    def create_subscription(self, name: str, topic_path: str) -> str:
+        """Create pull subscription `name` on `topic_path` and return its path."""
+        subscription_path = self.subscriber.subscription_path(self.project, name)
+        self.subscriber.create_subscription(name=subscription_path, topic=topic_path)
+        return subscription_path
+
+    def publish(self, topic_path: str, data: bytes, **attributes: str) -> str:
+        """Publish one message, wait until the emulator has it, and return its id."""
+        return self.publish_many(topic_path, [(data, attributes)])[0]
+
+    def publish_many(
+        self,
+        topic_path: str,
+        messages: Iterable[tuple[bytes, Mapping[str, str]]],
+        timeout_seconds: float = 30.0,
+    ) -> list[str]:
+        """Publish (data, attributes) pairs as one batch and return their ids in order.
+
+        Returns only once every message is stored, so a pull that follows sees them all.
+        """
+        futures = [
+            self.publisher.publish(topic_path, data, **dict(attributes))
+            for data, attributes in messages
+        ]
+        return [future.result(timeout=timeout_seconds) for future in futures]
+
+    def pull_all(
+        self,
+        subscription_path: str,
+        max_wait_seconds: float,
+        expected_count: int | None = None,
+    ) -> list[PulledMessage]:
+        """Pull and acknowledge messages, in arrival order, for at most `max_wait_seconds`.
+
+        With `expected_count`, keeps pulling until that many have arrived, for output that
+        a pipeline is still producing. Without it, returns as soon as one pull comes back
+        empty, which drains what has already been published. Returns what arrived either
+        way; the caller asserts on it, so a shortfall shows up as a diff, not a timeout.
+        """
+        from google.api_core import exceptions
+
+        received: list[PulledMessage] = []
+        deadline = time.monotonic() + max_wait_seconds
+        while expected_count is None or len(received) < expected_count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                # The emulator holds an empty pull open until the call's deadline, so a
+                # short per-call timeout keeps the overall deadline honest.
+                response = self.subscriber.pull(
+                    subscription=subscription_path,
+                    max_messages=100,
+                    timeout=min(remaining, 2.0),
+                )
+            except exceptions.DeadlineExceeded:
+                response = None
+            if response is None or not response.received_messages:
+                if expected_count is None:
+                    break
+                continue
+            self.subscriber.acknowledge(
+                subscription=subscription_path,
+                ack_ids=[pulled.ack_id for pulled in response.received_messages],
+            )
+            received.extend(
+                PulledMessage(pulled.message.data, dict(pulled.message.attributes))
+                for pulled in response.received_messages
+            )
+        return received
+
+
+@contextlib.contextmanager
+def running_emulator(project: str = "test-project") -> Iterator[PubSubEmulator]:
+    """Run the Pub/Sub emulator for the duration of the block.
+
+    Sets PUBSUB_EMULATOR_HOST while the block runs (restoring the previous value after),
+    so any Pub/Sub client created inside it, including Beam's, talks to the emulator.
+    On exit the emulator's whole process group is terminated, then killed.
+
+    Raises RuntimeError when Java or the emulator is missing, or when the emulator exits
+    or does not answer within a minute (with the tail of its log).
+    """
+    launcher = find_emulator_launcher()
+    if launcher is None:
+        raise RuntimeError(f"cannot run the Pub/Sub emulator: {missing_prerequisite()}")
+
+    with tempfile.TemporaryDirectory(prefix="pubsub-emulator-") as workdir:
+        log_path = pathlib.Path(workdir, "emulator.log")
+        host = f"127.0.0.1:{_free_local_port()}"
+        bind_address, port = host.rsplit(":", 1)
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [
+                    str(launcher),
+                    f"--host={bind_address}",
+                    f"--port={port}",
+                    # Any other project is rejected, so a test that builds a path with the
+                    # wrong project fails loudly instead of talking to an empty namespace.
+                    f"--projects={project}",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+                # Its own process group, so stopping it cannot signal pytest, and one
+                # killpg reaches every process it started.
+                start_new_session=True,
+            )
+        try:
+            _wait_until_answering(process, host, log_path)
+            with _emulator_host_variable(host):
+                from google.cloud import pubsub_v1
+
+                publisher = pubsub_v1.PublisherClient()
+                subscriber = pubsub_v1.SubscriberClient()
+                try:
+                    yield PubSubEmulator(host, project, publisher, subscriber)
+                finally:
+                    publisher.stop()
+                    publisher.transport.close()
+                    subscriber.close()
+        finally:
+            _stop_process_group(process)
+
+
+@pytest.fixture(scope="module")
+def pubsub_emulator() -> Iterator[PubSubEmulator]:
+    """A running Pub/Sub emulator shared by the tests of one module.
+
+    Topic and subscription names must be unique within the module, since the tests share
+    the emulator's state.
+    """
+    missing = missing_prerequisite()
+    if missing is not None:
+        pytest.skip(f"Pub/Sub emulator tests need Java and the emulator: {missing}")
+    with running_emulator() as emulator:
+        yield emulator
