@@ -1,23 +1,52 @@
 #!/usr/bin/env bash
-# Submits the batch job to Dataflow. Documented stub until the runners issue:
-# it reads everything from the environment and hard-codes no project or bucket.
-#   PROJECT=my-project REGION=us-central1 BUCKET=my-bucket INPUT='gs://.../*.csv' ./run_dataflow.sh batch
+# Submits the batch or the streaming job to Dataflow. Everything comes from the
+# environment; no project, bucket or topic is hard-coded.
+#   PROJECT=my-project REGION=us-central1 BUCKET=my-bucket INPUT='gs://.../*.csv' \
+#     ./run_dataflow.sh batch [extra flags]
+#   PROJECT=... REGION=... BUCKET=... TRANSFORM_DIR=gs://my-bucket/preprocess/RUN \
+#     SUBSCRIPTION=projects/my-project/subscriptions/trips \
+#     [OUTPUT_TOPIC=projects/my-project/topics/features] \
+#     [DEAD_LETTER_TOPIC=projects/my-project/topics/trips-dead] \
+#     ./run_dataflow.sh stream [extra flags]
+# Code reaches the workers through setup.py (--setup_file).
 set -euo pipefail
 cd "$(dirname "$0")"
 mode="${1:-batch}"
-: "${PROJECT:?set PROJECT}" "${REGION:?set REGION}" "${BUCKET:?set BUCKET}" "${INPUT:?set INPUT}"
-if [ "$mode" != batch ]; then
-  echo "run_dataflow.sh: only 'batch' exists so far (streaming comes with the streaming issue)" >&2
-  exit 2
-fi
-source scripts/bootstrap.sh
-python -m pipeline.preprocess \
-  --spec "${SPEC:-schemas/taxi.yaml}" \
-  --input "$INPUT" \
-  --output_dir "gs://$BUCKET/${OUTPUT_PREFIX:-preprocess}/$(date -u +%Y%m%dT%H%M%SZ)" \
-  --runner DataflowRunner \
-  --project "$PROJECT" \
-  --region "$REGION" \
-  --temp_location "gs://$BUCKET/tmp" \
-  --setup_file ./setup.py \
-  "${@:2}"
+: "${PROJECT:?set PROJECT}" "${REGION:?set REGION}" "${BUCKET:?set BUCKET}"
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+common=(
+  --spec "${SPEC:-schemas/taxi.yaml}"
+  --runner DataflowRunner
+  --project "$PROJECT"
+  --region "$REGION"
+  --temp_location "gs://$BUCKET/tmp"
+  --setup_file ./setup.py
+)
+case "$mode" in
+  batch)
+    : "${INPUT:?set INPUT}"
+    source scripts/bootstrap.sh
+    python -m pipeline.preprocess "${common[@]}" \
+      --input "$INPUT" \
+      --output_dir "gs://$BUCKET/${OUTPUT_PREFIX:-preprocess}/$stamp" \
+      "${@:2}"
+    ;;
+  stream)
+    : "${TRANSFORM_DIR:?set TRANSFORM_DIR to a batch output (gs://...)}"
+    : "${SUBSCRIPTION:?set SUBSCRIPTION to projects/P/subscriptions/S}"
+    source scripts/bootstrap.sh
+    python -m pipeline.stream "${common[@]}" \
+      --transform_dir "$TRANSFORM_DIR" \
+      --input_subscription "$SUBSCRIPTION" \
+      --output_dir "gs://$BUCKET/${OUTPUT_PREFIX:-stream}/$stamp" \
+      ${OUTPUT_TOPIC:+--output_topic "$OUTPUT_TOPIC"} \
+      ${DEAD_LETTER_TOPIC:+--dead_letter_topic "$DEAD_LETTER_TOPIC"} \
+      --streaming \
+      --enable_streaming_engine \
+      "${@:2}"
+    ;;
+  *)
+    echo "usage: run_dataflow.sh batch|stream [extra flags]" >&2
+    exit 2
+    ;;
+esac

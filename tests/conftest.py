@@ -23,6 +23,41 @@ def test_pipeline():
     return TestPipeline(runner="FnApiRunner")
 
 
+# A small spec with live aggregates over 10 s periods, so streaming tests that run
+# on the wall clock finish in seconds.
+ZONES_SPEC_DOCUMENT = {
+    "name": "zones",
+    "columns": [
+        {"name": "id", "type": "string"},
+        {"name": "when", "type": "timestamp"},
+        {"name": "zone", "type": "string"},
+        {"name": "x", "type": "float", "min": 0.0, "max": 100.0},
+        {"name": "y", "type": "float"},
+    ],
+    "timestamp_column": "when",
+    "key_column": "id",
+    "label": "y",
+    "aggregates": [
+        {"name": "n_60s", "key": ["zone"], "agg": "count", "window": "60s", "period": "10s"},
+        {
+            "name": "mean_x_30s",
+            "key": ["zone"],
+            "agg": "mean",
+            "value": "x",
+            "window": "30s",
+            "period": "10s",
+        },
+    ],
+    "features": [
+        {"name": "x_z", "source": "x", "transform": "scale_to_z_score"},
+        {"name": "zone_id", "source": "zone", "transform": {"vocabulary": {"num_oov_buckets": 1}}},
+        {"name": "n_log", "source": "n_60s", "transform": ["log1p", "scale_to_0_1"]},
+        {"name": "mean_x_z", "source": "mean_x_30s", "transform": "scale_to_z_score"},
+        {"name": "hour", "source": "when", "transform": {"datetime": {"part": "hour"}}},
+    ],
+}
+
+
 def minimal_spec(**overrides):
     """A small valid spec (id, when, x, y; label y) with top-level fields replaced."""
     from schemas.spec import parse_spec

@@ -15,40 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.conftest import ZONES_SPEC_DOCUMENT
+
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
 LATENESS = 20
-
-SPEC_DOCUMENT = {
-    "name": "zones",
-    "columns": [
-        {"name": "id", "type": "string"},
-        {"name": "when", "type": "timestamp"},
-        {"name": "zone", "type": "string"},
-        {"name": "x", "type": "float", "min": 0.0, "max": 100.0},
-        {"name": "y", "type": "float"},
-    ],
-    "timestamp_column": "when",
-    "key_column": "id",
-    "label": "y",
-    "aggregates": [
-        {"name": "n_60s", "key": ["zone"], "agg": "count", "window": "60s", "period": "10s"},
-        {
-            "name": "mean_x_30s",
-            "key": ["zone"],
-            "agg": "mean",
-            "value": "x",
-            "window": "30s",
-            "period": "10s",
-        },
-    ],
-    "features": [
-        {"name": "x_z", "source": "x", "transform": "scale_to_z_score"},
-        {"name": "zone_id", "source": "zone", "transform": {"vocabulary": {"num_oov_buckets": 1}}},
-        {"name": "n_log", "source": "n_60s", "transform": ["log1p", "scale_to_0_1"]},
-        {"name": "mean_x_z", "source": "mean_x_30s", "transform": "scale_to_z_score"},
-        {"name": "hour", "source": "when", "transform": {"datetime": {"part": "hour"}}},
-    ],
-}
 
 
 def make_events(count: int, seed: int = 7) -> list[dict]:
@@ -78,7 +48,7 @@ def batch_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("parity")
     spec_path = root / "zones.yaml"
-    spec_path.write_text(yaml.safe_dump(SPEC_DOCUMENT))
+    spec_path.write_text(yaml.safe_dump(ZONES_SPEC_DOCUMENT))
     events = make_events(400)
     csv_path = root / "events.csv"
     lines = ["id,when,zone,x,y"] + [
@@ -246,7 +216,7 @@ def test_stream_refuses_a_transform_dir_of_another_spec(batch_run, tmp_path):
     from pipeline import stream
 
     spec_path, _, batch_out = batch_run
-    other = dict(SPEC_DOCUMENT, name="other")
+    other = dict(ZONES_SPEC_DOCUMENT, name="other")
     other_path = tmp_path / "other.yaml"
     other_path.write_text(yaml.safe_dump(other))
     argv = [
