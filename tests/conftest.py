@@ -9,6 +9,9 @@ import pathlib
 import pytest
 import yaml
 
+# The Pub/Sub emulator fixture (`pubsub_emulator`), for every test module.
+pytest_plugins = ["tests.pubsub_emulator"]
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TAXI_SPEC = ROOT / "schemas" / "taxi.yaml"
 

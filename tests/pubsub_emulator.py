@@ -12,6 +12,9 @@ A test module gets the `pubsub_emulator` fixture by loading this module as a plu
 
 The fixture skips only when Java or the emulator is not installed on the machine; an
 emulator that is installed but fails to start is an error, not a skip.
+
+PYTEST_DONT_REWRITE: test modules import helpers from here before `pytest_plugins` loads
+it, too late for assertion rewriting, and pytest would warn; there are no asserts here.
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ def find_emulator_launcher() -> pathlib.Path | None:
 
 def _free_local_port() -> int:
     # The port is released before the emulator binds it, so another process could take
-    # it in between; the emulator then exits and the log tail says so.
+    # it in between; the emulator then fails to bind, and the error shows its log.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -139,6 +142,16 @@ def _answers(host: str) -> bool:
         return False
 
 
+def _died_in_main(log_path: pathlib.Path) -> bool:
+    # When its port is taken, the emulator's main thread dies with a BindException but
+    # Netty's threads keep the JVM alive, so the process never exits; without this check
+    # the caller would wait out the whole deadline.
+    try:
+        return 'Exception in thread "main"' in log_path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
 def _wait_until_answering(process: subprocess.Popen, host: str, log_path: pathlib.Path) -> None:
     deadline = time.monotonic() + _START_DEADLINE_SECONDS
     while time.monotonic() < deadline:
@@ -146,6 +159,10 @@ def _wait_until_answering(process: subprocess.Popen, host: str, log_path: pathli
             raise RuntimeError(
                 f"Pub/Sub emulator exited with code {process.returncode} before answering "
                 f"on {host}; log tail:\n{_log_tail(log_path)}"
+            )
+        if _died_in_main(log_path):
+            raise RuntimeError(
+                f"Pub/Sub emulator failed to start on {host}; log tail:\n{_log_tail(log_path)}"
             )
         if _answers(host):
             return
@@ -251,8 +268,8 @@ class PubSubEmulator:
             if remaining <= 0:
                 break
             try:
-                # The emulator holds an empty pull open until the call's deadline, so a
-                # short per-call timeout keeps the overall deadline honest.
+                # The emulator holds an empty pull open until about a second before the
+                # call's deadline, so a short per-call timeout keeps the overall deadline.
                 response = self.subscriber.pull(
                     subscription=subscription_path,
                     max_messages=100,

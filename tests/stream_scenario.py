@@ -148,7 +148,7 @@ def make_plan(
     ]
     template = dict(admitted[-1])
     for column in spec.columns:
-        if column.required:
+        if column.required and column.name != key_column:
             broken = {**template, column.name: None, key_column: f"missing-{column.name}"}
             malformed.append(
                 (json.dumps(broken).encode(), f"{column.name}: required value is missing")
@@ -207,6 +207,7 @@ def run_scenario(
     events: int,
     lateness: int,
     read_margin: int,
+    file_window: int,
     seed: int = 5,
     log=print,
 ) -> dict:
@@ -236,6 +237,8 @@ def run_scenario(
         output_topic,
         "--allowed_lateness",
         f"{lateness}s",
+        "--file_window",
+        f"{file_window}s",
         "--write_raw_features",
         "--streaming",
     ]
@@ -271,8 +274,11 @@ def run_scenario(
             f"it, {len(plan.malformed)} malformed"
         )
         # Every window has fired once the wall-clock watermark passes the last
-        # window's end plus the lateness; the slack covers the pull interval.
-        wait = plan.last_window_end + lateness + read_margin - time.time()
+        # window's end plus the lateness, and its files are written when the file
+        # window holding that moment (or the dead letters' arrival) closes.
+        last_output = max(plan.last_window_end + lateness, int(time.time()))
+        files_closed = -(-last_output // file_window) * file_window
+        wait = files_closed + read_margin - time.time()
         log(f"waiting {max(wait, 0):.0f} s for the last window to close")
         time.sleep(max(wait, 0))
         expected_rows = len(plan.admitted)
@@ -445,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=5000, help="Valid events to publish.")
     parser.add_argument("--allowed_lateness", type=int, default=120, help="Seconds.")
     parser.add_argument("--read_margin", type=int, default=40, help="Seconds of safety margin.")
+    parser.add_argument(
+        "--file_window", type=int, default=300, help="Seconds of event time per output file."
+    )
     parser.add_argument("--work_dir", default=None, help="Where outputs go (default: a temp dir).")
     args = parser.parse_args(argv)
     import tempfile
@@ -460,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             args.events,
             args.allowed_lateness,
             args.read_margin,
+            args.file_window,
         )
     print(json.dumps(report, indent=2))
     print(f"outputs under {work_dir}")

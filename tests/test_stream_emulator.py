@@ -48,8 +48,9 @@ def test_live_events_through_the_emulator_match_batch(pubsub_emulator, zones_bat
         events=1000,
         lateness=30,
         read_margin=12,
+        file_window=10,
     )
-    assert report["problems"] == [], report
+    assert not report["problems"], "\n".join(report["problems"])
     assert report["late_within_lateness"] > 0 and report["beyond_lateness"] > 0
     assert report["examples"] == report["admitted"] == report["published_examples"]
     assert report["features"]["rows"] == report["admitted"]
