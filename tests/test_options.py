@@ -67,3 +67,77 @@ def test_local_runner_is_pinned(given):
 def test_explicit_other_runner_is_kept():
     options = PipelineOptions([*GOOD, "--runner", "DataflowRunner"])
     assert pin_local_runner(options) == "DataflowRunner"
+
+
+# --- pipeline.stream ------------------------------------------------------------
+
+STREAM_GOOD = [
+    "--spec", str(TAXI_SPEC), "--transform_dir", "batch_out", "--output_dir", "stream_out",
+    "--input_subscription", "projects/p/subscriptions/trips",
+]  # fmt: skip
+
+
+def stream_problems(*flags: str) -> list[str]:
+    from pipeline.options import validate_stream_options
+
+    return validate_stream_options(PipelineOptions(list(flags)))
+
+
+def test_good_stream_flags_have_no_problems():
+    assert stream_problems(*STREAM_GOOD) == []
+    assert stream_problems(*STREAM_GOOD, "--allowed_lateness", "0", "--file_window", "90") == []
+
+
+def test_stream_required_flags_are_named_when_missing():
+    assert stream_problems() == [
+        "--spec is required",
+        "--transform_dir is required",
+        "--output_dir is required",
+        "give exactly one of --input_subscription and --input_topic",
+    ]
+
+
+def test_stream_takes_exactly_one_input():
+    both = [*STREAM_GOOD, "--input_topic", "projects/p/topics/trips"]
+    assert stream_problems(*both) == ["give exactly one of --input_subscription and --input_topic"]
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--input_subscription", "trips"),
+        ("--output_topic", "projects/p/subscriptions/s"),
+        ("--dead_letter_topic", "projects/p/topics"),
+    ],
+)
+def test_pubsub_paths_must_be_full_resource_names(flag, value):
+    flags = STREAM_GOOD[:-2] if flag == "--input_subscription" else STREAM_GOOD
+    (message,) = stream_problems(*flags, flag, value)
+    assert message.startswith(f"{flag} must look like projects/PROJECT/")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--allowed_lateness", "soon"], "--allowed_lateness: 'soon' is not a duration"),
+        (["--file_window", "0s"], "--file_window must be positive"),
+        (
+            ["--allowed_lateness", "2h", "--late_data_horizon", "1h"],
+            "--late_data_horizon must be at least --allowed_lateness",
+        ),
+        (["--transform_batch_size", "0"], "--transform_batch_size must be >= 1, got 0"),
+    ],
+)
+def test_stream_durations_and_sizes(flags, message):
+    (problem,) = stream_problems(*STREAM_GOOD, *flags)
+    assert problem.startswith(message)
+
+
+def test_streaming_runs_pin_the_streaming_local_runner():
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from pipeline.options import LOCAL_STREAMING_RUNNER
+
+    options = PipelineOptions(["--streaming"])
+    assert pin_local_runner(options) == LOCAL_STREAMING_RUNNER
+    assert options.view_as(StandardOptions).runner == LOCAL_STREAMING_RUNNER
