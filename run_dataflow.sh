@@ -9,11 +9,24 @@
 #     [DEAD_LETTER_TOPIC=projects/my-project/topics/trips-dead] \
 #     ./run_dataflow.sh stream [extra flags]
 # Code reaches the workers through setup.py (--setup_file).
+#
+# --dry_run builds the Dataflow job graph and writes it to JOB_FILE (default
+# dataflow_job_<mode>.json) without submitting anything or needing credentials;
+# INPUT and TRANSFORM_DIR must then be local paths, as their headers and manifest
+# are read while the graph is built.
 set -euo pipefail
 cd "$(dirname "$0")"
 mode="${1:-batch}"
 : "${PROJECT:?set PROJECT}" "${REGION:?set REGION}" "${BUCKET:?set BUCKET}"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+extra=()
+for arg in "${@:2}"; do
+  if [ "$arg" = --dry_run ]; then
+    extra+=(--dry_run true --dataflow_job_file "${JOB_FILE:-dataflow_job_$mode.json}")
+  else
+    extra+=("$arg")
+  fi
+done
 common=(
   --spec "${SPEC:-schemas/taxi.yaml}"
   --runner DataflowRunner
@@ -29,7 +42,7 @@ case "$mode" in
     python -m pipeline.preprocess "${common[@]}" \
       --input "$INPUT" \
       --output_dir "gs://$BUCKET/${OUTPUT_PREFIX:-preprocess}/$stamp" \
-      "${@:2}"
+      ${extra[@]+"${extra[@]}"}
     ;;
   stream)
     : "${TRANSFORM_DIR:?set TRANSFORM_DIR to a batch output (gs://...)}"
@@ -43,7 +56,7 @@ case "$mode" in
       ${DEAD_LETTER_TOPIC:+--dead_letter_topic "$DEAD_LETTER_TOPIC"} \
       --streaming \
       --enable_streaming_engine \
-      "${@:2}"
+      ${extra[@]+"${extra[@]}"}
     ;;
   *)
     echo "usage: run_dataflow.sh batch|stream [extra flags]" >&2

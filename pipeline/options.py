@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipeline.dataflow import dry_run_problems
+
 # Beam's DirectRunner picks an engine at run time and may download the Prism
 # runner first; this is Beam's batch DirectRunner engine, named explicitly, so a
 # laptop with internet and a machine without it run the same thing.
@@ -115,7 +117,7 @@ def validate_options(options: PipelineOptions) -> list[str]:
         problems.append(f"--parse_batch_size must be >= 1, got {preprocess.parse_batch_size}")
     if options.view_as(StandardOptions).streaming:
         problems.append("pipeline.preprocess is the batch job; --streaming is not supported here")
-    return problems
+    return problems + dry_run_problems(options)
 
 
 def unknown_flags(argv: list[str]) -> list[str]:
@@ -256,4 +258,4 @@ def validate_stream_options(options: PipelineOptions) -> list[str]:
         problems.append(f"--num_shards must be >= 0, got {dataset.num_shards}")
     if stream.transform_batch_size < 1:
         problems.append(f"--transform_batch_size must be >= 1, got {stream.transform_batch_size}")
-    return problems
+    return problems + dry_run_problems(options)

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -27,6 +28,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from pipeline import manifest as manifest_io
+from pipeline.dataflow import dry_run_requested, write_job_file
 from pipeline.options import (
     DatasetOptions,
     OptionsError,
@@ -105,9 +107,12 @@ def build_pipeline(
     parsed = lines | "ValidateRows" >> ParseAndValidate(spec, layouts, preprocess.parse_batch_size)
     rows = parsed.valid | "JoinAggregates" >> JoinAggregates(spec, preprocess.parse_batch_size)
     splits = rows | "SplitRows" >> SplitByKey(spec)
-    transformed = splits | "AnalyzeAndTransform" >> AnalyzeAndTransform(
-        spec, out.temp_dir(temp_location)
-    )
+    tft_temp_dir = out.temp_dir(temp_location)
+    if dry_run_requested(options):
+        # tf.Transform creates its temp dir while the graph is built; a dry run
+        # may have no access to --temp_location, and its graph never runs.
+        tft_temp_dir = tempfile.mkdtemp(prefix="dry_run_tft_")
+    transformed = splits | "AnalyzeAndTransform" >> AnalyzeAndTransform(spec, tft_temp_dir)
     transform_fn = transformed.pop(TRANSFORM_FN)
 
     for split, serialized in transformed.items():
@@ -221,7 +226,9 @@ def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict[str
         except (ImportError, AttributeError) as error:
             raise SpecError(dataset.spec, [f"preprocessing_fn: {error}"]) from None
     layouts = discover_layouts(preprocess.input, spec)
-    check_output_dir(dataset.output_dir, preprocess.overwrite)
+    if not dry_run_requested(options):
+        # A dry run writes nothing there (and may have no access to it).
+        check_output_dir(dataset.output_dir, preprocess.overwrite)
     return options, spec, layouts
 
 
@@ -239,6 +246,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     runner = pin_local_runner(options)
     preprocess = options.view_as(PreprocessOptions)
     out = OutputLayout(options.view_as(DatasetOptions).output_dir)
+    if dry_run_requested(options):
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, options, spec, layouts)
+        print(f"dry run: wrote the Dataflow job to {write_job_file(pipeline.run(), options)}")
+        return EXIT_OK
     try:
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, options, spec, layouts)

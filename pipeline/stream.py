@@ -34,6 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.transforms import window
 
 from pipeline import manifest as manifest_io
+from pipeline.dataflow import dry_run_requested, write_job_file
 from pipeline.options import (
     LOCAL_STREAMING_RUNNER,
     DatasetOptions,
@@ -305,6 +306,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     runner = pin_local_runner(options)
+    if dry_run_requested(options):
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, options, spec)
+        print(f"dry run: wrote the Dataflow job to {write_job_file(pipeline.run(), options)}")
+        return EXIT_OK
     if runner == LOCAL_STREAMING_RUNNER:
         from pipeline.local_pubsub import use_short_pulls
 
