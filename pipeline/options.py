@@ -72,7 +72,14 @@ class PreprocessOptions(PipelineOptions):
             action="append",
             default=None,
             help="CSV file or glob, local or on any Beam filesystem (gs://...); plain or "
-            ".gz. Repeat the flag for several patterns.",
+            ".gz. Repeat the flag for several patterns. Or one BigQuery table, "
+            "bq://project.dataset.table.",
+        )
+        parser.add_argument(
+            "--query",
+            type=str,
+            default=None,
+            help="A standard-SQL BigQuery query whose rows are the input (instead of --input).",
         )
         parser.add_argument(
             "--max_bad_fraction",
@@ -102,7 +109,7 @@ def validate_options(options: PipelineOptions) -> list[str]:
         f"{flag} is required"
         for flag, value in (
             ("--spec", dataset.spec),
-            ("--input", preprocess.input),
+            ("--input (or --query)", preprocess.input or preprocess.query),
             ("--output_dir", dataset.output_dir),
         )
         if not value

@@ -39,6 +39,7 @@ from pipeline.options import (
 )
 from schemas.spec import DatasetSpec, SpecError, load_spec
 from transforms.aggregates import JoinAggregates
+from transforms.bigquery_source import BigQuerySource, BigQuerySourceError, ValidateRecords
 from transforms.csv_source import CsvLayout, InputError, ReadCsvLines, discover_layouts
 from transforms.split import SplitByKey
 from transforms.validation import ParseAndValidate, dead_letter_to_json, rows_schema
@@ -87,12 +88,14 @@ def build_pipeline(
     spec: DatasetSpec,
     layouts: dict[str, CsvLayout],
     lines: beam.PCollection | None = None,
+    records: beam.PCollection | None = None,
 ) -> None:
     """Wires the whole batch job into `p`.
 
     `lines`, when given, replaces reading the input files: a PCollection of
     (source path, line bytes) whose sources are keys of `layouts` (tests use
-    beam.Create here).
+    beam.Create here). `records` likewise replaces reading BigQuery: a
+    PCollection of row dicts.
     """
     import tensorflow_transform.beam as tft_beam
 
@@ -102,9 +105,20 @@ def build_pipeline(
     out = OutputLayout(options.view_as(DatasetOptions).output_dir)
     temp_location = options.view_as(GoogleCloudOptions).temp_location
 
-    if lines is None:
-        lines = p | "ReadCsv" >> ReadCsvLines(preprocess.input)
-    parsed = lines | "ValidateRows" >> ParseAndValidate(spec, layouts, preprocess.parse_batch_size)
+    bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
+    if bigquery is not None or records is not None:
+        if records is None:
+            records = p | "ReadBigQuery" >> bigquery.read_transform()
+        source_name = bigquery.name if bigquery else "records"
+        parsed = records | "ValidateRows" >> ValidateRecords(
+            spec, source_name, preprocess.parse_batch_size
+        )
+    else:
+        if lines is None:
+            lines = p | "ReadCsv" >> ReadCsvLines(preprocess.input)
+        parsed = lines | "ValidateRows" >> ParseAndValidate(
+            spec, layouts, preprocess.parse_batch_size
+        )
     rows = parsed.valid | "JoinAggregates" >> JoinAggregates(spec, preprocess.parse_batch_size)
     splits = rows | "SplitRows" >> SplitByKey(spec)
     tft_temp_dir = out.temp_dir(temp_location)
@@ -225,7 +239,12 @@ def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict[str
             load_custom_preprocessing_fn(spec.preprocessing_fn)
         except (ImportError, AttributeError) as error:
             raise SpecError(dataset.spec, [f"preprocessing_fn: {error}"]) from None
-    layouts = discover_layouts(preprocess.input, spec)
+    try:
+        bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
+    except BigQuerySourceError as error:
+        raise OptionsError(str(error)) from None
+    # BigQuery rows are typed and named; only CSV files have layouts to discover.
+    layouts = {} if bigquery else discover_layouts(preprocess.input, spec)
     if not dry_run_requested(options):
         # A dry run writes nothing there (and may have no access to it).
         check_output_dir(dataset.output_dir, preprocess.overwrite)
@@ -263,7 +282,8 @@ def run(argv: Sequence[str] | None = None) -> int:
                 f"dead letters, above --max_bad_fraction {preprocess.max_bad_fraction:.2%}; "
                 f"see {out.dead_letter_prefix}*.jsonl for the reasons"
             )
-        manifest = write_outputs_metadata(out, spec, layouts, counts, runner, started)
+        bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
+        manifest = write_outputs_metadata(out, spec, layouts, counts, runner, started, bigquery)
     except RunFailed as error:
         print(f"error: run failed: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -282,6 +302,7 @@ def write_outputs_metadata(
     counts: dict,
     runner: str,
     started: float,
+    bigquery: BigQuerySource | None = None,
 ) -> dict:
     """Writes the raw metadata and, last, manifest.json; returns the manifest."""
     import tensorflow_transform as tft
@@ -295,6 +316,9 @@ def write_outputs_metadata(
         manifest_io.join(out.root, tft.TFTransformOutput.RAW_METADATA_DIR),
     )
     wall_seconds = time.time() - started
+    bigquery_inputs = (
+        [{"bigquery": bigquery.name, "query": bigquery.query}] if bigquery is not None else []
+    )
     splits = {
         split: {
             "count": counts[split],
@@ -315,7 +339,8 @@ def write_outputs_metadata(
                 "has_header": layout.header is not None,
             }
             for layout in layouts.values()
-        ],
+        ]
+        or bigquery_inputs,
         "key_column": spec.key_column,
         "timestamp_column": spec.timestamp_column,
         "aggregates": [

@@ -23,7 +23,7 @@ def test_good_flags_have_no_problems():
 def test_required_flags_are_named_when_missing():
     assert problems() == [
         "--spec is required",
-        "--input is required",
+        "--input (or --query) is required",
         "--output_dir is required",
     ]
 
