@@ -14,7 +14,10 @@ setuptools.setup(
     packages=["pipeline", "transforms", "schemas", "trainer"],
     package_data={"schemas": ["*.yaml"]},
     install_requires=[
-        # tensorflow-transform 1.21 was released against Beam 2.72; see constraints.txt.
+        # tensorflow-transform 1.21 was released and tested against Beam 2.72. Flink
+        # and Spark need Beam's job-server jar of the very same version; no release
+        # from 2.55 to 2.72 has one that this project's Maven registry serves, so
+        # portability does not argue for another pin (scripts/fetch_job_server.sh).
         "apache-beam[gcp]==2.72.0",
         "tensorflow==2.21.0",
         "tensorflow-transform==1.21.0",

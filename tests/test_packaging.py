@@ -60,16 +60,29 @@ def test_sdist_installs_into_a_clean_virtualenv_and_imports_there(tmp_path):
     ).stdout.strip()
     with open(f"{purelib}/test_dependencies.pth", "w") as handle:
         handle.write(sysconfig.get_paths()["purelib"] + "\n")
+    # Every module of every package, as a worker may unpickle a DoFn from any.
     code = (
-        "import importlib.resources, pipeline.preprocess, transforms.analyze, trainer.task\n"
+        "import importlib, importlib.resources, pkgutil\n"
         "import schemas.spec\n"
         "from schemas.spec import load_spec\n"
+        "names = []\n"
+        "for package in ('pipeline', 'transforms', 'schemas', 'trainer'):\n"
+        "    path = importlib.import_module(package).__path__\n"
+        "    for module in pkgutil.iter_modules(path):\n"
+        "        names.append(importlib.import_module(f'{package}.{module.name}').__name__)\n"
         "spec = load_spec(str(importlib.resources.files('schemas') / 'taxi.yaml'))\n"
-        "print(schemas.spec.__file__); print(spec.name)\n"
+        "print(schemas.spec.__file__); print(spec.name); print(','.join(names))\n"
     )
     result = subprocess.run(
         [python, "-c", code], cwd=tmp_path, check=True, capture_output=True, text=True
     )
-    module_file, name = result.stdout.split()
+    module_file, name, imported = result.stdout.split()
     assert module_file.startswith(str(venv))
     assert name == "taxi"
+    expected = {
+        f"{package}.{path.stem}"
+        for package in ("pipeline", "transforms", "schemas", "trainer")
+        for path in (ROOT / package).glob("*.py")
+        if path.stem != "__init__"
+    }
+    assert set(imported.split(",")) == expected
