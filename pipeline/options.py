@@ -124,7 +124,23 @@ def validate_options(options: PipelineOptions) -> list[str]:
         problems.append(f"--parse_batch_size must be >= 1, got {preprocess.parse_batch_size}")
     if options.view_as(StandardOptions).streaming:
         problems.append("pipeline.preprocess is the batch job; --streaming is not supported here")
-    return problems + dry_run_problems(options)
+    return problems + dry_run_problems(options) + job_server_problems(options)
+
+
+def job_server_problems(options: PipelineOptions) -> list[str]:
+    """A Flink or Spark job-server jar that is neither a file nor a URL fails late
+    (after TensorFlow has started); name it early instead."""
+    import os
+
+    all_options = options.get_all_options()
+    problems = []
+    for flag in ("flink_job_server_jar", "spark_job_server_jar"):
+        jar = all_options.get(flag)
+        if jar and "://" not in jar and not os.path.isfile(jar):
+            problems.append(
+                f"--{flag} {jar} is not a file; scripts/fetch_job_server.sh fetches the jar"
+            )
+    return problems
 
 
 def unknown_flags(argv: list[str]) -> list[str]:

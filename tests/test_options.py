@@ -141,3 +141,12 @@ def test_streaming_runs_pin_the_streaming_local_runner():
     options = PipelineOptions(["--streaming"])
     assert pin_local_runner(options) == LOCAL_STREAMING_RUNNER
     assert options.view_as(StandardOptions).runner == LOCAL_STREAMING_RUNNER
+
+
+def test_a_missing_job_server_jar_is_named_before_anything_runs(tmp_path):
+    jar = tmp_path / "missing.jar"
+    assert problems(*GOOD, "--runner", "FlinkRunner", "--flink_job_server_jar", str(jar)) == [
+        f"--flink_job_server_jar {jar} is not a file; scripts/fetch_job_server.sh fetches the jar"
+    ]
+    jar.write_bytes(b"PK")
+    assert problems(*GOOD, "--runner", "FlinkRunner", "--flink_job_server_jar", str(jar)) == []
