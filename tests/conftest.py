@@ -9,8 +9,8 @@ import pathlib
 import pytest
 import yaml
 
-# The Pub/Sub emulator fixture (`pubsub_emulator`), for every test module.
-pytest_plugins = ["tests.pubsub_emulator"]
+# The emulator fixtures (`pubsub_emulator`, `bigquery_emulator`), for every module.
+pytest_plugins = ["tests.pubsub_emulator", "tests.bigquery_emulator"]
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TAXI_SPEC = ROOT / "schemas" / "taxi.yaml"
