@@ -295,7 +295,7 @@ def test_misspelled_flag_exits_2(tmp_path):
 def test_missing_required_flag_exits_2(tmp_path):
     code, stderr, _ = run_cli_in_subprocess(["--spec", str(TAXI_SPEC)])
     assert code == EXIT_USAGE
-    assert "--input is required; --output_dir is required" in stderr
+    assert "--input (or --query) is required; --output_dir is required" in stderr
 
 
 # --- training/serving skew ---------------------------------------------------------
