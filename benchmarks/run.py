@@ -1,0 +1,226 @@
+"""The benchmark harness: our pipeline against a plain tf.Transform pipeline and a
+NumPy floor doing the same work, plus our full taxi spec.
+
+    python -m benchmarks.run --rows 100000 1000000 [--repeats 2] [--output DIR]
+
+For each size it generates clean sample trips once, then runs, alternating the
+order in every repeat so that no variant always runs on a warm or a cold cache:
+
+  ours      pipeline.preprocess with benchmarks/specs/taxi_benchmark.yaml
+  baseline  benchmarks.plain_tft (ReadFromText, a dict per row, tf.Transform)
+  floor     benchmarks.numpy_floor (pyarrow + NumPy in one process)
+  full      pipeline.preprocess with schemas/taxi.yaml (aggregates, validation)
+
+Each run is a fresh process. It records wall time, rows/s and peak memory: the
+resident memory of the process and all its children, summed and sampled every
+0.2 s from /proc. Writes DIR/results.json and, when matplotlib is installed,
+DIR/results.png (time and memory against rows); prints a table with the
+medians and the ratios ours/baseline and ours/floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+VARIANTS = {
+    "ours": [
+        "-m", "pipeline.preprocess", "--spec", "benchmarks/specs/taxi_benchmark.yaml",
+        "--runner", "FnApiRunner",
+    ],
+    "baseline": ["-m", "benchmarks.plain_tft"],
+    "floor": ["-m", "benchmarks.numpy_floor"],
+    "full": ["-m", "pipeline.preprocess", "--spec", "schemas/taxi.yaml", "--runner", "FnApiRunner"],
+}  # fmt: skip
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE_SECONDS = 0.2
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                # The command name may hold spaces; the fields after ')' do not.
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of `root` and all its descendants."""
+    children = _children()
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += _rss_bytes(pid)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def timed_run(command: list[str], log_path: str) -> dict:
+    """Runs a command; returns its wall seconds and peak tree memory."""
+    peak = 0
+    with open(log_path, "wb") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def sample():
+            nonlocal peak
+            while not done.wait(SAMPLE_SECONDS):
+                peak = max(peak, tree_rss_bytes(process.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        code = process.wait()
+        wall = time.perf_counter() - started
+        done.set()
+        sampler.join()
+    if code != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {code}; see {log_path}")
+    return {"wall_seconds": round(wall, 2), "peak_memory_bytes": peak}
+
+
+def run_variant(name: str, data: str, work: str, log_path: str) -> dict:
+    output_dir = os.path.join(work, f"out_{name}")
+    shutil.rmtree(output_dir, ignore_errors=True)
+    command = [sys.executable, *VARIANTS[name], "--input", data, "--output_dir", output_dir]
+    result = timed_run(command, log_path)
+    shutil.rmtree(output_dir, ignore_errors=True)
+    return result
+
+
+def summarise(runs: list[dict], rows: int) -> dict:
+    walls = [run["wall_seconds"] for run in runs]
+    median = statistics.median(walls)
+    return {
+        "wall_seconds": walls,
+        "median_wall_seconds": median,
+        "rows_per_second": round(rows / median),
+        "peak_memory_bytes": max(run["peak_memory_bytes"] for run in runs),
+    }
+
+
+def machine() -> dict:
+    with open("/proc/meminfo") as handle:
+        memory_kb = int(handle.readline().split()[1])
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(memory_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def plot(results: dict, path: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    sizes = sorted(int(rows) for rows in results["sizes"])
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for variant in results["variants"]:
+        measured = [results["sizes"][str(rows)].get(variant) for rows in sizes]
+        points = [(rows, m) for rows, m in zip(sizes, measured, strict=True) if m]
+        if not points:
+            continue
+        xs = [rows for rows, _ in points]
+        time_axis.plot(xs, [m["median_wall_seconds"] for _, m in points], "o-", label=variant)
+        memory_axis.plot(
+            xs, [m["peak_memory_bytes"] / 2**30 for _, m in points], "o-", label=variant
+        )
+    for axis, label in ((time_axis, "wall time (s)"), (memory_axis, "peak memory (GiB)")):
+        axis.set_xscale("log")
+        axis.set_xlabel("rows")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    figure.suptitle(f"{results['machine']['cpus']} CPUs, {results['machine']['memory_gb']} GB")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000], help="Sizes.")
+    parser.add_argument("--repeats", type=int, default=2, help="Runs per variant and size.")
+    parser.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="Which."
+    )
+    parser.add_argument("--output", default="benchmarks/results", help="Where results go.")
+    parser.add_argument("--work_dir", default=None, help="Scratch space (default: a temp dir).")
+    args = parser.parse_args(argv)
+
+    os.makedirs(args.output, exist_ok=True)
+    work = args.work_dir or tempfile.mkdtemp(prefix="benchmark_")
+    results = {"machine": machine(), "variants": args.variants, "sizes": {}}
+    for rows in args.rows:
+        data = os.path.join(work, f"trips_{rows}.csv")
+        if not os.path.exists(data):
+            subprocess.run(
+                [sys.executable, "-m", "pipeline.sample_data", "--rows", str(rows),
+                 "--messy_fraction", "0", "--output", data],
+                cwd=ROOT, check=True, capture_output=True,
+            )  # fmt: skip
+        runs: dict[str, list[dict]] = {variant: [] for variant in args.variants}
+        for repeat in range(args.repeats):
+            shift = repeat % len(args.variants)
+            for variant in args.variants[shift:] + args.variants[:shift]:
+                log_path = os.path.join(work, f"{variant}_{rows}_{repeat}.log")
+                runs[variant].append(run_variant(variant, data, work, log_path))
+                print(f"{rows} rows, {variant}, run {repeat + 1}: {runs[variant][-1]}", flush=True)
+        size = {variant: summarise(measured, rows) for variant, measured in runs.items()}
+        for other in ("baseline", "floor"):
+            if "ours" in size and other in size:
+                ratio = size["ours"]["median_wall_seconds"] / size[other]["median_wall_seconds"]
+                size[f"ours_over_{other}"] = round(ratio, 3)
+        results["sizes"][str(rows)] = size
+        with open(os.path.join(args.output, "results.json"), "w") as handle:
+            json.dump(results, handle, indent=2)
+    plotted = plot(results, os.path.join(args.output, "results.png"))
+    print("\n| rows | variant | median wall s | rows/s | peak memory GiB |")
+    print("| ---: | --- | ---: | ---: | ---: |")
+    for rows, size in results["sizes"].items():
+        for variant in args.variants:
+            m = size[variant]
+            print(
+                f"| {int(rows):,} | {variant} | {m['median_wall_seconds']:.1f} | "
+                f"{m['rows_per_second']:,} | {m['peak_memory_bytes'] / 2**30:.2f} |"
+            )
+        ratios = {k: v for k, v in size.items() if k.startswith("ours_over_")}
+        print(f"{int(rows):,} rows: {ratios}")
+    print(f"results in {args.output}/results.json" + (" and results.png" if plotted else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
