@@ -31,5 +31,6 @@ setuptools.setup(
         # The trainer's summaries; TensorFlow no longer installs it.
         "tensorboard",
     ],
-    extras_require={"dev": ["pytest", "ruff"]},
+    # matplotlib draws the benchmark plot (benchmarks/run.py).
+    extras_require={"dev": ["pytest", "ruff", "matplotlib"]},
 )
