@@ -52,7 +52,6 @@ import json
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -64,6 +63,8 @@ from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import pytest
+
+from tests.processes import stop_process_group
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -319,19 +320,6 @@ def _wait_until_answering(process: subprocess.Popen, log_path: pathlib.Path) -> 
         f"BigQuery emulator did not answer within {_START_DEADLINE_SECONDS:.0f} s; "
         f"log tail:\n{_log_tail(log_path)}"
     )
-
-
-def _stop_process_group(process: subprocess.Popen) -> None:
-    # SIGTERM lets the emulator close its servers; the group kill after it reaches
-    # anything it may have started, so no emulator outlives the test session.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=_STOP_GRACE_SECONDS)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=_STOP_GRACE_SECONDS)
 
 
 def _emulator_environment(venv: pathlib.Path) -> dict[str, str]:
@@ -618,7 +606,7 @@ def running_bigquery_emulator(project: str = "test-project") -> Iterator[BigQuer
             finally:
                 client.close()
         finally:
-            _stop_process_group(process)
+            stop_process_group(process, _STOP_GRACE_SECONDS)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ import dataclasses
 import os
 import pathlib
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -35,6 +34,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
+
+from tests.processes import stop_process_group
 
 if TYPE_CHECKING:
     from google.cloud import pubsub_v1
@@ -171,20 +172,6 @@ def _wait_until_answering(process: subprocess.Popen, host: str, log_path: pathli
         f"Pub/Sub emulator did not answer on {host} within {_START_DEADLINE_SECONDS:.0f} s; "
         f"log tail:\n{_log_tail(log_path)}"
     )
-
-
-def _stop_process_group(process: subprocess.Popen) -> None:
-    # The launcher is a shell script that execs java; signalling the whole group also
-    # reaches anything java may have forked, so no JVM outlives the test session.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=_STOP_GRACE_SECONDS)
-    # Even when the leader exited on SIGTERM, a child may still hold the group.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=_STOP_GRACE_SECONDS)
 
 
 @contextlib.contextmanager
@@ -343,7 +330,7 @@ def running_emulator(project: str = "test-project") -> Iterator[PubSubEmulator]:
                     publisher.transport.close()
                     subscriber.close()
         finally:
-            _stop_process_group(process)
+            stop_process_group(process, _STOP_GRACE_SECONDS)
 
 
 @pytest.fixture(scope="module")
