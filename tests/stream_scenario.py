@@ -58,7 +58,6 @@ def sample_rows(spec, count: int, seed: int) -> list[dict]:
     plan): from the sample generator for the taxi layout, else random values
     within each column's range."""
     from pipeline.sample_data import HEADER, generate_rows
-    from schemas.spec import ColumnType
 
     if spec.column_names == list(HEADER):
         records = generate_rows(count, seed, messy_fraction=0.0)
@@ -68,20 +67,19 @@ def sample_rows(spec, count: int, seed: int) -> list[dict]:
             [_random_field(spec, column, i, generator) for column in spec.columns]
             for i in range(count)
         ]
-    rows = []
-    for record in records:
-        row = {}
-        for column, text in zip(spec.columns, record, strict=True):
-            if text == "":
-                row[column.name] = None
-            elif column.type is ColumnType.FLOAT:
-                row[column.name] = float(text)
-            elif column.type is ColumnType.INT:
-                row[column.name] = int(text)
-            else:
-                row[column.name] = text
-        rows.append(row)
-    return rows
+    return typed_records(spec, records)
+
+
+def typed_records(spec, records: list[list[str]]) -> list[dict]:
+    """CSV field texts in spec order -> typed row dicts, by the project's own
+    validator (timestamps as epoch seconds, defaults applied)."""
+    from transforms.validation import RowValidator
+
+    texts = [",".join(record) for record in records]
+    valid, rejected = RowValidator(spec).validate(["sample"] * len(records), texts, records)
+    if rejected:
+        raise ValueError(f"sample rows failed validation: {rejected[:3]}")
+    return valid.to_pylist()
 
 
 def _random_field(spec, column, index: int, generator: random.Random) -> str:

@@ -9,6 +9,7 @@ import datetime as dt
 import pytest
 
 from tests.conftest import TAXI_SPEC
+from tests.stream_scenario import typed_records
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 ROWS = 10_000
@@ -27,22 +28,10 @@ def trips(tmp_path_factory, bigquery_emulator):
     records = generate_rows(ROWS, seed=21, messy_fraction=0.0)
     csv_path = tmp_path_factory.mktemp("bigquery") / "trips.csv"
     write_csv(records, str(csv_path))
-    rows = []
-    for record in records:
-        row = {}
-        for column, text in zip(spec.columns, record, strict=True):
-            if text == "":
-                row[column.name] = None
-            elif column.type.value == "float":
-                row[column.name] = float(text)
-            elif column.type.value == "int":
-                row[column.name] = int(text)
-            elif column.type.value == "timestamp":
-                moment = dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S UTC")
-                row[column.name] = moment.replace(tzinfo=dt.UTC)
-            else:
-                row[column.name] = text
-        rows.append(row)
+    rows = typed_records(spec, records)
+    timestamp = spec.timestamp_column
+    for row in rows:
+        row[timestamp] = dt.datetime.fromtimestamp(row[timestamp], dt.UTC)
     schema = [(column.name, BIGQUERY_TYPES[column.type.value]) for column in spec.columns]
     bigquery_emulator.create_table("taxi", "trips", schema, rows)
     return csv_path, f"{bigquery_emulator.project}.taxi.trips"
