@@ -6,7 +6,10 @@ redefined here; code reads them with `options.view_as(...)`.
 
 from __future__ import annotations
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+import os
+from collections.abc import Sequence
+
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline.dataflow import dry_run_problems
 
@@ -14,6 +17,8 @@ from pipeline.dataflow import dry_run_problems
 # runner first; this is Beam's batch DirectRunner engine, named explicitly, so a
 # laptop with internet and a machine without it run the same thing.
 LOCAL_BATCH_RUNNER = "FnApiRunner"
+# Upper bound on the worker processes of a local batch run (see local_batch_workers).
+MAX_LOCAL_WORKERS = 4
 # The streaming-capable engine of the Python DirectRunner (TestStream, Pub/Sub,
 # watermarks and triggers); FnApiRunner runs bounded pipelines only.
 LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"
@@ -151,13 +156,33 @@ def unknown_flags(argv: list[str]) -> list[str]:
     return sorted(f"--{name}" for name in set(with_unknown) - set(known))
 
 
-def pin_local_runner(options: PipelineOptions) -> str:
+def pin_local_runner(options: PipelineOptions, argv: Sequence[str] = ()) -> str:
     """Resolves an unset or 'DirectRunner' runner to the explicit local engine for
-    the pipeline's mode (batch or streaming)."""
+    the pipeline's mode (batch or streaming), and gives a local batch run one
+    worker process per core (see `local_batch_workers`) unless `argv` sets
+    --direct_num_workers."""
     standard = options.view_as(StandardOptions)
     if standard.runner in (None, "DirectRunner", "SwitchingDirectRunner"):
         standard.runner = LOCAL_STREAMING_RUNNER if standard.streaming else LOCAL_BATCH_RUNNER
+    if standard.runner == LOCAL_BATCH_RUNNER and not flag_given(argv, "direct_num_workers"):
+        direct = options.view_as(DirectOptions)
+        direct.direct_num_workers = local_batch_workers(os.cpu_count())
+        if direct.direct_num_workers > 1 and not flag_given(argv, "direct_running_mode"):
+            direct.direct_running_mode = "multi_processing"
     return standard.runner
+
+
+def flag_given(argv: Sequence[str], name: str) -> bool:
+    """Whether --name appears in `argv` (as "--name value" or "--name=value")."""
+    return any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in argv)
+
+
+def local_batch_workers(cpu_count: int | None) -> int:
+    """SDK worker processes for a local batch run: one per core, at most
+    MAX_LOCAL_WORKERS. The Python work of a bundle holds the GIL, so threads do
+    not help, and each process carries its own TensorFlow (about 0.4 GB), which
+    is what the cap bounds."""
+    return max(1, min(cpu_count or 1, MAX_LOCAL_WORKERS))
 
 
 class StreamOptions(PipelineOptions):

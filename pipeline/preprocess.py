@@ -23,13 +23,17 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
+    DirectOptions,
     GoogleCloudOptions,
     PipelineOptions,
+    StandardOptions,
 )
 
 from pipeline import manifest as manifest_io
 from pipeline.dataflow import dry_run_requested, write_job_file
+from pipeline.logs import configure_logging
 from pipeline.options import (
+    LOCAL_BATCH_RUNNER,
     DatasetOptions,
     OptionsError,
     PreprocessOptions,
@@ -40,9 +44,10 @@ from pipeline.options import (
 from schemas.spec import DatasetSpec, SpecError, load_spec
 from transforms.aggregates import JoinAggregates
 from transforms.bigquery_source import BigQuerySource, BigQuerySourceError, ValidateRecords
-from transforms.csv_source import CsvLayout, InputError, ReadCsvLines, discover_layouts
+from transforms.csv_source import CsvLayout, InputError, ReadCsvLineBatches, discover_layouts
 from transforms.split import SplitByKey
-from transforms.validation import ParseAndValidate, dead_letter_to_json, rows_schema
+from transforms.tfrecords import WriteTFRecordBatches
+from transforms.validation import ParseLineBatches, dead_letter_to_json, rows_schema
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 COUNTS_DIR = "_counts"
@@ -115,10 +120,15 @@ def build_pipeline(
         )
     else:
         if lines is None:
-            lines = p | "ReadCsv" >> ReadCsvLines(preprocess.input)
-        parsed = lines | "ValidateRows" >> ParseAndValidate(
-            spec, layouts, preprocess.parse_batch_size
-        )
+            files = [(layout.path, layout.size_bytes) for layout in layouts.values()]
+            line_batches = p | "ReadCsv" >> ReadCsvLineBatches(
+                files, batch_lines=preprocess.parse_batch_size
+            )
+        else:
+            line_batches = lines | "BatchLines" >> beam.BatchElements(
+                max_batch_size=preprocess.parse_batch_size
+            )
+        parsed = line_batches | "ValidateRows" >> ParseLineBatches(spec, layouts)
     rows = parsed.valid | "JoinAggregates" >> JoinAggregates(spec, preprocess.parse_batch_size)
     splits = rows | "SplitRows" >> SplitByKey(spec)
     tft_temp_dir = out.temp_dir(temp_location)
@@ -130,7 +140,7 @@ def build_pipeline(
     transform_fn = transformed.pop(TRANSFORM_FN)
 
     for split, serialized in transformed.items():
-        _ = serialized | f"WriteExamples[{split}]" >> beam.io.WriteToTFRecord(
+        _ = serialized | f"WriteExamples[{split}]" >> WriteTFRecordBatches(
             out.split_prefix(split),
             file_name_suffix=".tfrecord.gz",
             num_shards=options.view_as(DatasetOptions).num_shards,
@@ -254,7 +264,7 @@ def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict[str
 def run(argv: Sequence[str] | None = None) -> int:
     """Runs the batch job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
     started = time.time()
     try:
         options, spec, layouts = prepare(argv)
@@ -262,7 +272,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
-    runner = pin_local_runner(options)
+    runner = pin_local_runner(options, argv)
     preprocess = options.view_as(PreprocessOptions)
     out = OutputLayout(options.view_as(DatasetOptions).output_dir)
     if dry_run_requested(options):
@@ -271,8 +281,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"dry run: wrote the Dataflow job to {write_job_file(pipeline.run(), options)}")
         return EXIT_OK
     try:
+        logging.info("phase: running the pipeline on %s%s", runner, _local_workers_note(options))
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, options, spec, layouts)
+        logging.info("phase: reconciling counts and writing the manifest")
         counts = reconcile_counts(manifest_io.read_json(out.counts_path), spec.split_names)
         remove_scratch(out, options.view_as(GoogleCloudOptions).temp_location)
         bad_fraction = counts["dead_letter"] / counts["read"] if counts["read"] else 0.0
@@ -293,6 +305,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     print_summary(manifest)
     return EXIT_OK
+
+
+def _local_workers_note(options: PipelineOptions) -> str:
+    direct = options.view_as(DirectOptions)
+    if options.view_as(StandardOptions).runner != LOCAL_BATCH_RUNNER:
+        return ""
+    return f" with {direct.direct_num_workers} worker process(es), {direct.direct_running_mode}"
 
 
 def write_outputs_metadata(

@@ -35,6 +35,7 @@ from apache_beam.transforms import window
 
 from pipeline import manifest as manifest_io
 from pipeline.dataflow import dry_run_requested, write_job_file
+from pipeline.logs import configure_logging
 from pipeline.options import (
     LOCAL_STREAMING_RUNNER,
     DatasetOptions,
@@ -299,7 +300,7 @@ def wait_until_stopped(result) -> int:
 def run(argv: Sequence[str] | None = None) -> int:
     """Runs the streaming job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
     try:
         options, spec, manifest = prepare(argv)
     except (SpecError, OptionsError) as error:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
-from pipeline.options import LOCAL_BATCH_RUNNER, pin_local_runner, validate_options
+from pipeline.options import (
+    LOCAL_BATCH_RUNNER,
+    MAX_LOCAL_WORKERS,
+    local_batch_workers,
+    pin_local_runner,
+    validate_options,
+)
 from pipeline.preprocess import OptionsError, prepare
 from tests.conftest import TAXI_SPEC
 
@@ -62,6 +68,35 @@ def test_local_runner_is_pinned(given):
     flags = GOOD if given is None else [*GOOD, "--runner", given]
     options = PipelineOptions(flags)
     assert pin_local_runner(options) == LOCAL_BATCH_RUNNER
+
+
+def test_local_batch_run_gets_one_worker_process_per_core(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    options = PipelineOptions(GOOD)
+    pin_local_runner(options)
+    direct = options.view_as(DirectOptions)
+    assert (direct.direct_num_workers, direct.direct_running_mode) == (3, "multi_processing")
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--direct_num_workers", "1"], (1, "in_memory")),
+        (["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"],
+         (2, "multi_threading")),
+    ],
+)  # fmt: skip
+def test_explicit_local_workers_are_kept(monkeypatch, flags, expected):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    options = PipelineOptions([*GOOD, *flags])
+    pin_local_runner(options, [*GOOD, *flags])
+    direct = options.view_as(DirectOptions)
+    assert (direct.direct_num_workers, direct.direct_running_mode) == expected
+
+
+@pytest.mark.parametrize("cores, workers", [(None, 1), (1, 1), (2, 2), (64, MAX_LOCAL_WORKERS)])
+def test_local_workers_are_capped(cores, workers):
+    assert local_batch_workers(cores) == workers
 
 
 def test_explicit_other_runner_is_kept():

@@ -105,6 +105,7 @@ def run_transform(spec, splits: dict, tmp_path) -> tuple[dict, object]:
     import tensorflow_transform.beam as tft_beam
 
     from transforms.analyze import TRANSFORM_FN, AnalyzeAndTransform
+    from transforms.tfrecords import WriteTFRecordBatches
 
     out = str(tmp_path / "out")
     with test_pipeline() as p:
@@ -114,7 +115,7 @@ def run_transform(spec, splits: dict, tmp_path) -> tuple[dict, object]:
         transformed = inputs | AnalyzeAndTransform(spec, str(tmp_path / "tmp"))
         _ = transformed.pop(TRANSFORM_FN) | tft_beam.WriteTransformFn(out)
         for name, examples in transformed.items():
-            _ = examples | f"Write[{name}]" >> beam.io.WriteToTFRecord(
+            _ = examples | f"Write[{name}]" >> WriteTFRecordBatches(
                 f"{out}/{name}/part", num_shards=1
             )
     tft_output = tft.TFTransformOutput(out)

@@ -9,13 +9,17 @@ only, and the one resulting transform_fn transforms every split.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
 
 from schemas.spec import DatasetSpec
+from transforms.progress import PhaseProgress
 
 # tf.Transform refuses passthrough columns that are also graph inputs, and the key
 # column is a raw column, so it travels under this name and gets its own back in
@@ -76,7 +80,8 @@ def tensor_adapter_config(spec: DatasetSpec):
 
 
 class _EncodeExamplesDoFn(beam.DoFn):
-    """(transformed RecordBatch, passthrough dict) -> serialized tf.train.Examples.
+    """(transformed RecordBatch, passthrough dict) -> the batch's serialized
+    tf.train.Examples, as one list (transforms.tfrecords writes them a batch at a time).
 
     Each example carries the record key under the key column's own name.
     """
@@ -88,22 +93,84 @@ class _EncodeExamplesDoFn(beam.DoFn):
         from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
         self._encoder = RecordBatchToExamplesEncoder()
+        self._progress = PhaseProgress("transform and encode")
 
-    def process(self, element: tuple[pa.RecordBatch, dict]) -> Iterable[bytes]:
+    def process(self, element: tuple[pa.RecordBatch, dict]) -> Iterable[list[bytes]]:
         # tf.Transform appends passthrough columns of the batch's length to the
         # transformed batch itself; the dict only holds single-value passthroughs.
         batch, _ = element
         if PASSTHROUGH_KEY not in batch.schema.names:
             raise ValueError(f"transformed batch lacks the record key column {PASSTHROUGH_KEY}")
         names = [self._key_column if n == PASSTHROUGH_KEY else n for n in batch.schema.names]
-        yield from self._encoder.encode(batch.rename_columns(names))
+        self._progress.add(batch.num_rows)
+        yield self._encoder.encode(batch.rename_columns(names))
+
+
+class _SpillBatchesDoFn(beam.DoFn):
+    """RecordBatches -> at the end of each bundle, the path of one Arrow IPC stream
+    file in `directory` holding all the bundle's batches (no output for an empty
+    bundle). Files are named uniquely, so a retried bundle never overwrites the
+    file of a bundle that succeeded; only the paths that are output get read.
+    """
+
+    def __init__(self, directory: str):
+        self._directory = directory
+
+    def start_bundle(self):
+        self._path = self._handle = self._writer = None
+
+    def process(self, batch: pa.RecordBatch) -> Iterable:
+        if self._writer is None:
+            self._path = FileSystems.join(self._directory, f"{uuid.uuid4().hex}.arrows")
+            self._handle = FileSystems.create(self._path)
+            self._writer = pa.ipc.new_stream(self._handle, batch.schema)
+        self._writer.write_batch(batch)
+        return ()
+
+    def finish_bundle(self):
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._handle.close()
+        yield GlobalWindows.windowed_value(self._path)
+
+
+def read_spilled_batches(path: str) -> Iterable[pa.RecordBatch]:
+    """The RecordBatches of one file written by _SpillBatchesDoFn."""
+    with FileSystems.open(path) as handle:
+        yield from pa.ipc.open_stream(handle)
+
+
+class SpillToFiles(beam.PTransform):
+    """PCollection[pa.RecordBatch] -> the same batches, read back from files.
+
+    Why: the transform phase needs the transform_fn, which exists only once the
+    analysis has seen every train row. Until then a runner must keep the rows
+    somewhere, and the local runners keep them in memory, so memory grew with
+    the input. Written once as Arrow IPC files under `directory` (cheap to write
+    and read, and visible to every worker when `directory` is), the rows cost
+    disk instead, and peak memory stays flat.
+    """
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self._directory = directory
+
+    def expand(self, batches):
+        return (
+            batches
+            | "WriteSpills" >> beam.ParDo(_SpillBatchesDoFn(self._directory))
+            | "SpreadSpills" >> beam.Reshuffle()
+            | "ReadSpills" >> beam.FlatMap(read_spilled_batches)
+        )
 
 
 class AnalyzeAndTransform(beam.PTransform):
     """Analyzes the train split and transforms every split with one transform_fn.
 
     Input: dict {split: PCollection[pa.RecordBatch]} of validated flat rows.
-    Output: dict {split: PCollection[bytes]} of serialized transformed examples,
+    Output: dict {split: PCollection[list[bytes]]} of serialized transformed
+    examples, one list per batch,
     plus {TRANSFORM_FN: the transform_fn} for tft_beam.WriteTransformFn.
     tf.Transform's temp files go to `temp_dir`, which must be visible to every
     worker (a path under the output or --temp_location, never a local mkdtemp).
@@ -125,20 +192,24 @@ class AnalyzeAndTransform(beam.PTransform):
         spec = self._spec
         config = tensor_adapter_config(spec)
         schema = config.arrow_schema
-        tfxio_batches = {
+        analyze_input = splits[self._analyze_split] | f"ToTfxio[{self._analyze_split}]" >> (
+            beam.Map(to_tfxio_batch, schema, spec.key_column)
+        )
+        transform_inputs = {
             split: batches
-            | f"ToTfxio[{split}]" >> beam.Map(to_tfxio_batch, schema, spec.key_column)
+            | f"Spill[{split}]" >> SpillToFiles(FileSystems.join(self._temp_dir, "spill", split))
+            | f"SpilledToTfxio[{split}]" >> beam.Map(to_tfxio_batch, schema, spec.key_column)
             for split, batches in splits.items()
         }
         with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys={PASSTHROUGH_KEY}):
             transform_fn = (
-                tfxio_batches[self._analyze_split],
+                analyze_input,
                 config,
             ) | f"Analyze[{self._analyze_split}]" >> tft_beam.AnalyzeDataset(
                 make_preprocessing_fn(spec)
             )
             examples = {}
-            for split, batches in tfxio_batches.items():
+            for split, batches in transform_inputs.items():
                 transformed, _ = ((batches, config), transform_fn) | f"Transform[{split}]" >> (
                     tft_beam.TransformDataset(output_record_batches=True)
                 )

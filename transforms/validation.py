@@ -25,6 +25,7 @@ from apache_beam.metrics import Metrics
 
 from schemas.spec import Aggregate, AggregateFunction, Column, ColumnType, DatasetSpec
 from transforms.csv_source import UTF8_BOM, CsvLayout
+from transforms.progress import PhaseProgress
 
 DEAD_LETTER_TAG = "dead_letter"
 METRICS_NAMESPACE = "preprocess"
@@ -332,7 +333,8 @@ class _ParseBatchDoFn(beam.DoFn):
     """Batch of (source, line) -> valid RecordBatch (main) and dead letters (tagged).
 
     Also emits ('lines', n) and ('header_lines', n) count records on the 'counts'
-    output, so the manifest can reconcile what was read with where it went.
+    output, so the manifest can reconcile what was read with where it went, and
+    logs progress lines for the phase "read and validate".
     """
 
     def __init__(self, spec: DatasetSpec, layouts: dict[str, CsvLayout]):
@@ -344,9 +346,11 @@ class _ParseBatchDoFn(beam.DoFn):
 
     def setup(self):
         self._parser = LineParser(self._spec, self._layouts)
+        self._progress = PhaseProgress("read and validate")
 
     def process(self, batch: list[tuple[str, bytes]]) -> Iterable:
         parsed = self._parser.parse(batch)
+        self._progress.add(len(batch))
         self._lines.inc(len(batch))
         self._valid.inc(parsed.valid.num_rows)
         self._dead.inc(len(parsed.dead_letters))
@@ -358,8 +362,8 @@ class _ParseBatchDoFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
 
 
-class ParseAndValidate(beam.PTransform):
-    """PCollection[(source, line_bytes)] -> valid rows, dead letters and counts.
+class ParseLineBatches(beam.PTransform):
+    """PCollection[list[(source, line_bytes)]] -> valid rows, dead letters and counts.
 
     Returns a DoOutputsTuple with:
       - main: pa.RecordBatch of validated rows (schema `arrow_schema(spec)`);
@@ -367,6 +371,21 @@ class ParseAndValidate(beam.PTransform):
       - 'counts': (name, n) records for 'lines' and 'header_lines'.
     Counters: lines_read, rows_valid, rows_dead_letter. Works in any windowing.
     """
+
+    def __init__(self, spec: DatasetSpec, layouts: dict[str, CsvLayout]):
+        super().__init__()
+        self._spec = spec
+        self._layouts = layouts
+
+    def expand(self, line_batches):
+        return line_batches | "ParseBatch" >> beam.ParDo(
+            _ParseBatchDoFn(self._spec, self._layouts)
+        ).with_outputs(DEAD_LETTER_TAG, "counts", main="valid")
+
+
+class ParseAndValidate(beam.PTransform):
+    """PCollection[(source, line_bytes)], one line per element -> the outputs of
+    ParseLineBatches, after batching up to `batch_size` lines."""
 
     def __init__(self, spec: DatasetSpec, layouts: dict[str, CsvLayout], batch_size: int = 4096):
         super().__init__()
@@ -383,10 +402,7 @@ class ParseAndValidate(beam.PTransform):
             >> beam.BatchElements(
                 min_batch_size=min(256, self._batch_size), max_batch_size=self._batch_size
             )
-            | "ParseBatch"
-            >> beam.ParDo(_ParseBatchDoFn(self._spec, self._layouts)).with_outputs(
-                DEAD_LETTER_TAG, "counts", main="valid"
-            )
+            | "ParseLines" >> ParseLineBatches(self._spec, self._layouts)
         )
 
 
