@@ -178,11 +178,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", default="benchmarks/results", help="Where results go.")
     parser.add_argument("--work_dir", default=None, help="Scratch space (default: a temp dir).")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="Keep the other sizes already in OUTPUT/results.json (e.g. to add a 10M-row "
+        "run of fewer variants to a full 100k and 1M run).",
+    )
     args = parser.parse_args(argv)
 
     os.makedirs(args.output, exist_ok=True)
     work = args.work_dir or tempfile.mkdtemp(prefix="benchmark_")
-    results = {"machine": machine(), "variants": args.variants, "sizes": {}}
+    results = {"machine": machine(), "variants": list(args.variants), "sizes": {}}
+    results_path = os.path.join(args.output, "results.json")
+    if args.merge and os.path.exists(results_path):
+        with open(results_path) as handle:
+            previous = json.load(handle)
+        results["sizes"] = previous["sizes"]
+        results["variants"] = list(dict.fromkeys(previous["variants"] + args.variants))
     for rows in args.rows:
         data = os.path.join(work, f"trips_{rows}.csv")
         if not os.path.exists(data):
@@ -204,13 +216,16 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = size["ours"]["median_wall_seconds"] / size[other]["median_wall_seconds"]
                 size[f"ours_over_{other}"] = round(ratio, 3)
         results["sizes"][str(rows)] = size
-        with open(os.path.join(args.output, "results.json"), "w") as handle:
+        results["sizes"] = dict(sorted(results["sizes"].items(), key=lambda item: int(item[0])))
+        with open(results_path, "w") as handle:
             json.dump(results, handle, indent=2)
     plotted = plot(results, os.path.join(args.output, "results.png"))
     print("\n| rows | variant | median wall s | rows/s | peak memory GiB |")
     print("| ---: | --- | ---: | ---: | ---: |")
     for rows, size in results["sizes"].items():
-        for variant in args.variants:
+        for variant in results["variants"]:
+            if variant not in size:
+                continue
             m = size[variant]
             print(
                 f"| {int(rows):,} | {variant} | {m['median_wall_seconds']:.1f} | "
