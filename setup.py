@@ -32,5 +32,5 @@ setuptools.setup(
         "tensorboard",
     ],
     # matplotlib draws the benchmark plot (benchmarks/run.py).
-    extras_require={"dev": ["pytest", "ruff", "matplotlib"]},
+    extras_require={"dev": ["pytest", "ruff", "matplotlib", "hypothesis"]},
 )

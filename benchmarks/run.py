@@ -11,9 +11,10 @@ order in every repeat so that no variant always runs on a warm or a cold cache:
   floor     benchmarks.numpy_floor (pyarrow + NumPy in one process)
   full      pipeline.preprocess with schemas/taxi.yaml (aggregates, validation)
 
-Each run is a fresh process. It records wall time, rows/s and peak memory: the
-resident memory of the process and all its children, summed and sampled every
-0.2 s from /proc. Writes DIR/results.json and, when matplotlib is installed,
+Each run is a fresh process. It records wall time, rows/s and peak memory of
+the process and all its children, sampled every 0.2 s from /proc, both as the
+sum of their RSS (which counts shared library pages once per process) and as
+the sum of their PSS (which splits shared pages among their sharers). Writes DIR/results.json and, when matplotlib is installed,
 DIR/results.png (time and memory against rows); prints a table with the
 medians and the ratios ours/baseline and ours/floor.
 """
@@ -60,40 +61,51 @@ def _children() -> dict[int, list[int]]:
     return children
 
 
-def _rss_bytes(pid: int) -> int:
+def _memory_bytes(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process. RSS counts every page the process maps, so
+    pages shared between processes (the same TensorFlow libraries loaded by a
+    runner and its workers) are counted once per process in a sum; PSS divides
+    each shared page among the processes that share it, so PSS sums add up to
+    what the processes occupy together."""
+    rss = pss = 0
     try:
-        with open(f"/proc/{pid}/status") as handle:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return rss, pss
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of `root` and all its descendants."""
+def tree_memory_bytes(root: int) -> tuple[int, int]:
+    """(RSS sum, PSS sum) of `root` and all its descendants."""
     children = _children()
-    total, stack = 0, [root]
+    rss_total = pss_total = 0
+    stack = [root]
     while stack:
         pid = stack.pop()
-        total += _rss_bytes(pid)
+        rss, pss = _memory_bytes(pid)
+        rss_total, pss_total = rss_total + rss, pss_total + pss
         stack.extend(children.get(pid, []))
-    return total
+    return rss_total, pss_total
 
 
 def timed_run(command: list[str], log_path: str) -> dict:
-    """Runs a command; returns its wall seconds and peak tree memory."""
-    peak = 0
+    """Runs a command; returns its wall seconds and peak tree memory (RSS and PSS sums)."""
+    peak_rss = peak_pss = 0
     with open(log_path, "wb") as log:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         done = threading.Event()
 
         def sample():
-            nonlocal peak
+            nonlocal peak_rss, peak_pss
             while not done.wait(SAMPLE_SECONDS):
-                peak = max(peak, tree_rss_bytes(process.pid))
+                rss, pss = tree_memory_bytes(process.pid)
+                peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -103,7 +115,11 @@ def timed_run(command: list[str], log_path: str) -> dict:
         sampler.join()
     if code != 0:
         raise RuntimeError(f"{' '.join(command)} exited {code}; see {log_path}")
-    return {"wall_seconds": round(wall, 2), "peak_memory_bytes": peak}
+    return {
+        "wall_seconds": round(wall, 2),
+        "peak_memory_bytes": peak_rss,
+        "peak_pss_bytes": peak_pss,
+    }
 
 
 def run_variant(name: str, data: str, work: str, log_path: str) -> dict:
@@ -123,6 +139,7 @@ def summarise(runs: list[dict], rows: int) -> dict:
         "median_wall_seconds": median,
         "rows_per_second": round(rows / median),
         "peak_memory_bytes": max(run["peak_memory_bytes"] for run in runs),
+        "peak_pss_bytes": max(run.get("peak_pss_bytes", 0) for run in runs),
     }
 
 
@@ -154,10 +171,8 @@ def plot(results: dict, path: str) -> bool:
             continue
         xs = [rows for rows, _ in points]
         time_axis.plot(xs, [m["median_wall_seconds"] for _, m in points], "o-", label=variant)
-        memory_axis.plot(
-            xs, [m["peak_memory_bytes"] / 2**30 for _, m in points], "o-", label=variant
-        )
-    for axis, label in ((time_axis, "wall time (s)"), (memory_axis, "peak memory (GiB)")):
+        memory_axis.plot(xs, [m["peak_pss_bytes"] / 2**30 for _, m in points], "o-", label=variant)
+    for axis, label in ((time_axis, "wall time (s)"), (memory_axis, "peak PSS sum (GiB)")):
         axis.set_xscale("log")
         axis.set_xlabel("rows")
         axis.set_ylabel(label)
@@ -220,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(results_path, "w") as handle:
             json.dump(results, handle, indent=2)
     plotted = plot(results, os.path.join(args.output, "results.png"))
-    print("\n| rows | variant | median wall s | rows/s | peak memory GiB |")
-    print("| ---: | --- | ---: | ---: | ---: |")
+    print("\n| rows | variant | median wall s | rows/s | peak RSS sum GiB | peak PSS sum GiB |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
     for rows, size in results["sizes"].items():
         for variant in results["variants"]:
             if variant not in size:
@@ -229,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             m = size[variant]
             print(
                 f"| {int(rows):,} | {variant} | {m['median_wall_seconds']:.1f} | "
-                f"{m['rows_per_second']:,} | {m['peak_memory_bytes'] / 2**30:.2f} |"
+                f"{m['rows_per_second']:,} | {m['peak_memory_bytes'] / 2**30:.2f} | "
+                f"{m.get('peak_pss_bytes', 0) / 2**30:.2f} |"
             )
         ratios = {k: v for k, v in size.items() if k.startswith("ours_over_")}
         print(f"{int(rows):,} rows: {ratios}")

@@ -58,6 +58,18 @@ def directory_fingerprint(directory: str) -> str:
     return digest.hexdigest()
 
 
+def file_fingerprint(path: str) -> str:
+    """ "sha256:<hex>" of a local file's bytes; for files on a remote filesystem,
+    the checksum that filesystem keeps ("checksum:<value>"), which costs no download."""
+    if "://" in path:
+        return f"checksum:{FileSystems.checksum(path)}"
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
 def join(directory: str, *parts: str) -> str:
     return FileSystems.join(directory, *parts)
 

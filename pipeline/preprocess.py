@@ -5,18 +5,24 @@
 
 Writes OUTPUT/<split>/*.tfrecord.gz (transformed tf.train.Examples with the
 record key), OUTPUT/transform_fn/ and OUTPUT/transformed_metadata/ (loadable
-with tft.TFTransformOutput), the raw metadata in OUTPUT/metadata/, OUTPUT/dead_letter/*.jsonl and,
-last, OUTPUT/manifest.json. Exit codes: 0 success, 2 bad flags, spec or input
-paths, 1 a failed run.
+with tft.TFTransformOutput), the raw metadata in OUTPUT/metadata/,
+OUTPUT/dead_letter/*.jsonl and, last, OUTPUT/manifest.json. Everything is
+written under OUTPUT/_staging/<run id>/ first and committed only when the run
+succeeds (pipeline/commit.py), so a failed, stopped or killed run leaves nothing
+that looks complete. Exit codes: 0 success, 2 bad flags, spec or input paths, 1
+a failed run, 130 stopped by SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 
@@ -29,6 +35,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
+from pipeline import children, commit
 from pipeline import manifest as manifest_io
 from pipeline.dataflow import dry_run_requested, write_job_file
 from pipeline.logs import configure_logging
@@ -50,6 +57,8 @@ from transforms.tfrecords import WriteTFRecordBatches
 from transforms.validation import ParseLineBatches, dead_letter_to_json, rows_schema
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# As a shell reports a process stopped by SIGINT; SIGTERM gives the same code.
+EXIT_INTERRUPTED = 130
 COUNTS_DIR = "_counts"
 
 
@@ -59,9 +68,11 @@ class RunFailed(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class OutputLayout:
-    """Where a run writes each output under its output directory."""
+    """Where a run writes each output under its output directory (or under its
+    staging directory, see pipeline/commit.py)."""
 
     root: str
+    run_id: str = ""
 
     def split_prefix(self, split: str) -> str:
         return manifest_io.join(self.root, split, "part")
@@ -84,7 +95,9 @@ class OutputLayout:
     def temp_dir(self, temp_location: str | None) -> str:
         # tf.Transform's temp files must be visible to every worker, so they live
         # under the output or --temp_location, never in a process-local mkdtemp().
-        return manifest_io.join(temp_location or self.root, "tft_tmp")
+        if temp_location:
+            return manifest_io.join(temp_location, "tft_tmp", self.run_id or "run")
+        return manifest_io.join(self.root, "tft_tmp")
 
 
 def build_pipeline(
@@ -94,20 +107,22 @@ def build_pipeline(
     layouts: dict[str, CsvLayout],
     lines: beam.PCollection | None = None,
     records: beam.PCollection | None = None,
+    out: OutputLayout | None = None,
 ) -> None:
     """Wires the whole batch job into `p`.
 
     `lines`, when given, replaces reading the input files: a PCollection of
     (source path, line bytes) whose sources are keys of `layouts` (tests use
     beam.Create here). `records` likewise replaces reading BigQuery: a
-    PCollection of row dicts.
+    PCollection of row dicts. `out` is where outputs go, by default straight
+    into --output_dir; `run` passes its staging directory.
     """
     import tensorflow_transform.beam as tft_beam
 
     from transforms.analyze import TRANSFORM_FN, AnalyzeAndTransform
 
     preprocess = options.view_as(PreprocessOptions)
-    out = OutputLayout(options.view_as(DatasetOptions).output_dir)
+    out = out or OutputLayout(options.view_as(DatasetOptions).output_dir)
     temp_location = options.view_as(GoogleCloudOptions).temp_location
 
     bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
@@ -122,7 +137,9 @@ def build_pipeline(
         if lines is None:
             files = [(layout.path, layout.size_bytes) for layout in layouts.values()]
             line_batches = p | "ReadCsv" >> ReadCsvLineBatches(
-                files, batch_lines=preprocess.parse_batch_size
+                files,
+                batch_lines=preprocess.parse_batch_size,
+                quoted_newlines=spec.csv.allow_quoted_newlines,
             )
         else:
             line_batches = lines | "BatchLines" >> beam.BatchElements(
@@ -214,19 +231,6 @@ def remove_scratch(out: OutputLayout, temp_location: str | None) -> None:
     FileSystems.delete([path for path in scratch if FileSystems.exists(path)])
 
 
-def check_output_dir(output_dir: str, overwrite: bool) -> None:
-    """Refuses to write into a complete output unless --overwrite; clears it if so."""
-    manifest_path = manifest_io.join(output_dir, manifest_io.MANIFEST_NAME)
-    if manifest_io.list_files(manifest_path):
-        if not overwrite:
-            raise OptionsError(
-                f"--output_dir {output_dir} already holds a complete run (manifest.json); "
-                "choose a new directory or pass --overwrite"
-            )
-        # Stale shards of an older run with another shard count must not mix in.
-        FileSystems.delete([output_dir])
-
-
 def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict[str, CsvLayout]]:
     """Parses and checks everything that can be checked before running.
 
@@ -257,7 +261,9 @@ def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict[str
     layouts = {} if bigquery else discover_layouts(preprocess.input, spec)
     if not dry_run_requested(options):
         # A dry run writes nothing there (and may have no access to it).
-        check_output_dir(dataset.output_dir, preprocess.overwrite)
+        problem = commit.refusal(dataset.output_dir, preprocess.overwrite)
+        if problem:
+            raise OptionsError(problem)
     return options, spec, layouts
 
 
@@ -274,37 +280,98 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     runner = pin_local_runner(options, argv)
     preprocess = options.view_as(PreprocessOptions)
-    out = OutputLayout(options.view_as(DatasetOptions).output_dir)
+    root = options.view_as(DatasetOptions).output_dir
     if dry_run_requested(options):
         pipeline = beam.Pipeline(options=options)
         build_pipeline(pipeline, options, spec, layouts)
         print(f"dry run: wrote the Dataflow job to {write_job_file(pipeline.run(), options)}")
         return EXIT_OK
+    run_id = commit.new_run_id(started)
+    out = OutputLayout(commit.staging_dir(root, run_id), run_id)
+    temp_location = options.view_as(GoogleCloudOptions).temp_location
+    keep_staging = False
     try:
-        logging.info("phase: running the pipeline on %s%s", runner, _local_workers_note(options))
-        with beam.Pipeline(options=options) as p:
-            build_pipeline(p, options, spec, layouts)
-        logging.info("phase: reconciling counts and writing the manifest")
-        counts = reconcile_counts(manifest_io.read_json(out.counts_path), spec.split_names)
-        remove_scratch(out, options.view_as(GoogleCloudOptions).temp_location)
-        bad_fraction = counts["dead_letter"] / counts["read"] if counts["read"] else 0.0
-        if bad_fraction > preprocess.max_bad_fraction:
-            raise RunFailed(
-                f"{counts['dead_letter']} of {counts['read']} rows ({bad_fraction:.2%}) are "
-                f"dead letters, above --max_bad_fraction {preprocess.max_bad_fraction:.2%}; "
-                f"see {out.dead_letter_prefix}*.jsonl for the reasons"
+        with stop_signals_raise():
+            logging.info(
+                "phase: running the pipeline on %s%s", runner, _local_workers_note(options)
             )
-        bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
-        manifest = write_outputs_metadata(out, spec, layouts, counts, runner, started, bigquery)
+            with beam.Pipeline(options=options) as p:
+                build_pipeline(p, options, spec, layouts, out=out)
+            logging.info("phase: reconciling counts and committing the outputs")
+            counts = reconcile_counts(manifest_io.read_json(out.counts_path), spec.split_names)
+            remove_scratch(out, temp_location)
+            bad_fraction = counts["dead_letter"] / counts["read"] if counts["read"] else 0.0
+            if bad_fraction > preprocess.max_bad_fraction:
+                keep_staging = True
+                raise RunFailed(
+                    f"{counts['dead_letter']} of {counts['read']} rows ({bad_fraction:.2%}) "
+                    f"are dead letters, above --max_bad_fraction "
+                    f"{preprocess.max_bad_fraction:.2%}; nothing was committed; see "
+                    f"{out.dead_letter_prefix}*.jsonl for the reasons"
+                )
+            write_raw_metadata(out, spec)
+            commit.commit(out.root, root)
+            bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
+            manifest = write_manifest(
+                OutputLayout(root, run_id), spec, layouts, counts, runner, started, bigquery
+            )
+            commit.clear_staging_area(root)
     except RunFailed as error:
+        _discard_run(out, temp_location, keep_staging)
         print(f"error: run failed: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except (KeyboardInterrupt, StopRequested) as stop:
+        _discard_run(out, temp_location, keep_staging=False)
+        print(f"error: {stop or 'interrupted'}: stopped; nothing was committed", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as error:
         logging.exception("pipeline failed")
-        print(f"error: run failed: {type(error).__name__}: {error}", file=sys.stderr)
+        _discard_run(out, temp_location, keep_staging=False)
+        print(
+            f"error: run failed: {type(error).__name__}: {error}\nnothing was committed to {root}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     print_summary(manifest)
     return EXIT_OK
+
+
+class StopRequested(Exception):
+    """SIGTERM arrived; raised in the main thread like KeyboardInterrupt for SIGINT."""
+
+
+@contextlib.contextmanager
+def stop_signals_raise():
+    """Turns SIGTERM into StopRequested while the block runs, so that a stopped
+    run unwinds through the same clean-up as a failed one (SIGINT already raises
+    KeyboardInterrupt)."""
+
+    def on_sigterm(signum, frame):
+        raise StopRequested("received SIGTERM")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _discard_run(out: OutputLayout, temp_location: str | None, keep_staging: bool) -> None:
+    """Stops the run's worker processes, then removes what the run wrote (best
+    effort: a failure here must not hide the run's own error)."""
+    stopped = children.stop_descendants()
+    if stopped:
+        logging.info("stopped %d worker process(es) of the run", len(stopped))
+    try:
+        if temp_location:
+            commit.discard(out.temp_dir(temp_location))
+        if not keep_staging:
+            commit.discard(out.root)
+    except Exception:
+        logging.exception("could not remove the staging directory %s", out.root)
 
 
 def _local_workers_note(options: PipelineOptions) -> str:
@@ -314,7 +381,20 @@ def _local_workers_note(options: PipelineOptions) -> str:
     return f" with {direct.direct_num_workers} worker process(es), {direct.direct_running_mode}"
 
 
-def write_outputs_metadata(
+def write_raw_metadata(out: OutputLayout, spec: DatasetSpec) -> None:
+    """OUTPUT/metadata/, where TFTransformOutput.raw_metadata looks for it."""
+    import tensorflow_transform as tft
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+
+    from transforms.preprocessing import raw_feature_spec
+
+    metadata_io.write_metadata(
+        dataset_metadata.DatasetMetadata.from_feature_spec(raw_feature_spec(spec)),
+        manifest_io.join(out.root, tft.TFTransformOutput.RAW_METADATA_DIR),
+    )
+
+
+def write_manifest(
     out: OutputLayout,
     spec: DatasetSpec,
     layouts: dict[str, CsvLayout],
@@ -323,17 +403,7 @@ def write_outputs_metadata(
     started: float,
     bigquery: BigQuerySource | None = None,
 ) -> dict:
-    """Writes the raw metadata and, last, manifest.json; returns the manifest."""
-    import tensorflow_transform as tft
-    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
-
-    from transforms.preprocessing import raw_feature_spec
-
-    # OUTPUT/metadata/ is where TFTransformOutput.raw_metadata looks for it.
-    metadata_io.write_metadata(
-        dataset_metadata.DatasetMetadata.from_feature_spec(raw_feature_spec(spec)),
-        manifest_io.join(out.root, tft.TFTransformOutput.RAW_METADATA_DIR),
-    )
+    """Writes manifest.json, the last file of a run; returns the manifest."""
     wall_seconds = time.time() - started
     bigquery_inputs = (
         [{"bigquery": bigquery.name, "query": bigquery.query}] if bigquery is not None else []
@@ -349,6 +419,7 @@ def write_outputs_metadata(
     feature_kinds = spec.feature_kinds()
     document = {
         "manifest_version": manifest_io.MANIFEST_VERSION,
+        "run_id": out.run_id,
         "dataset": spec.name,
         "spec_hash": spec.spec_hash,
         "inputs": [
@@ -356,6 +427,7 @@ def write_outputs_metadata(
                 "path": layout.path,
                 "size_bytes": layout.size_bytes,
                 "has_header": layout.header is not None,
+                "fingerprint": manifest_io.file_fingerprint(layout.path),
             }
             for layout in layouts.values()
         ]

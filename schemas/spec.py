@@ -403,6 +403,10 @@ class CsvFormat(_Strict):
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     # 'auto' treats a file whose first line names the spec's columns as having a header.
     header: Literal["auto", "present", "absent"] = "auto"
+    # Whether a quoted field may hold line breaks (RFC 4180). Off by default: then
+    # one line is one record, and large files are split among workers; on, a file
+    # is read whole by one worker, since a record's end depends on all quotes before it.
+    allow_quoted_newlines: bool = False
 
 
 class DatasetSpec(_Strict):
@@ -613,8 +617,8 @@ def _check_references(spec: DatasetSpec) -> list[str]:
                 )
             else:
                 input_kinds.append(available[name])
-        if len(input_kinds) != len(feature.input_names):
-            continue
+        if not input_kinds or len(input_kinds) != len(feature.input_names):
+            continue  # the problem is reported above; there is nothing to check types on
 
         if (
             feature.source in optional_without_default

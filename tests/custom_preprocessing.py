@@ -7,3 +7,7 @@ def x_times_y(inputs: dict) -> dict:
 
 def clashing(inputs: dict) -> dict:
     return {"x_z": inputs["x"]}
+
+
+def reads_a_missing_input(inputs: dict) -> dict:
+    return {"doubled": inputs["no_such_column"] * 2}

@@ -42,7 +42,12 @@ def preprocess(output_dir, *input_flags) -> dict:
 
     from pipeline import preprocess as job
 
-    argv = ["--spec", str(TAXI_SPEC), "--output_dir", str(output_dir), *input_flags]
+    # One in-process worker: the fixture redirects the BigQuery clients by patching
+    # them in this process, which worker processes would not see.
+    argv = [
+        "--spec", str(TAXI_SPEC), "--output_dir", str(output_dir), "--direct_num_workers", "1",
+        *input_flags,
+    ]  # fmt: skip
     assert job.run(argv) == 0
     return json.loads((output_dir / "manifest.json").read_text())
 

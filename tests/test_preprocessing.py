@@ -325,3 +325,45 @@ def test_graph_timestamp_parsing_agrees_with_the_batch_validator():
     expected = [parse_timestamp_text(text, dt.UTC) for text in texts]
     got = parse_utc_timestamp(tf.constant(texts)).numpy().tolist()
     assert got == expected
+
+
+def test_a_raising_preprocessing_fn_is_named_with_its_inputs():
+    import tensorflow as tf
+
+    from transforms.preprocessing import PreprocessingFnError, make_preprocessing_fn
+
+    spec = minimal_spec(preprocessing_fn="tests.custom_preprocessing:reads_a_missing_input")
+    message = (
+        "preprocessing_fn tests.custom_preprocessing:reads_a_missing_input raised KeyError: "
+        "'no_such_column'; its inputs were id, when, x, y"
+    )
+    with tf.compat.v1.Graph().as_default(), pytest.raises(PreprocessingFnError) as raised:
+        make_preprocessing_fn(spec)(
+            {
+                "id": tf.constant(["a"]),
+                "when": tf.constant([0], tf.int64),
+                "x": tf.constant([1.0]),
+                "y": tf.constant([2.0]),
+            }
+        )
+    assert str(raised.value) == message
+
+
+def test_ops_of_a_feature_carry_its_name_for_run_time_errors():
+    import tensorflow as tf
+
+    from transforms.preprocessing import make_preprocessing_fn
+
+    spec = minimal_spec()
+    with tf.compat.v1.Graph().as_default() as graph:
+        make_preprocessing_fn(spec)(
+            {
+                "id": tf.constant(["a"]),
+                "when": tf.constant([0], tf.int64),
+                "x": tf.constant([1.0]),
+                "y": tf.constant([2.0]),
+            }
+        )
+    names = [op.name for op in graph.get_operations()]
+    for feature in spec.features:
+        assert any(name.startswith(f"{feature.name}/") for name in names), feature.name

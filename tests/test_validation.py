@@ -173,7 +173,11 @@ def test_header_missing_a_column_is_an_input_error():
             "count: '99999999999999999999' is not an integer",
         ),
         ("", "empty line"),
-        ('r1,2025-03-04 05:06:07,1.5,2,a,"unterminated', "unbalanced quotes"),
+        (
+            'r1,2025-03-04 05:06:07,1.5,2,a,"unterminated',
+            "unbalanced quotes (if quoted fields hold line breaks, set "
+            "csv.allow_quoted_newlines in the spec)",
+        ),
     ],
 )
 def test_bad_row_goes_to_dead_letters_with_its_reason(line, reason):
@@ -263,3 +267,37 @@ def test_parse_and_validate_transform_separates_outputs():
 def test_leap_day_is_a_valid_timestamp():
     (row,) = parse("r1,2024-02-29 23:59:59,1.5,2,a,").valid.to_pylist()
     assert row["when"] == int(dt.datetime(2024, 2, 29, 23, 59, 59, tzinfo=dt.UTC).timestamp())
+
+
+# --- records that span lines, files that end early ----------------------------
+
+
+def test_a_record_joined_across_a_quoted_line_break_parses_with_the_break_kept():
+    from transforms.csv_source import join_quoted_newlines
+
+    physical = [b'r1,2025-03-04 05:06:07 UTC,1.5,2,a,"two', b'lines"', GOOD.encode()]
+    (records,) = list(join_quoted_newlines([physical]))
+    parsed = parse(*records)
+    assert parsed.dead_letters == []
+    assert parsed.valid.column("note").to_pylist() == ["two\nlines", "hello"]
+
+
+def test_a_quote_left_open_at_the_end_is_one_unbalanced_record():
+    from transforms.csv_source import join_quoted_newlines
+
+    physical = [GOOD.encode(), b'r2,2025-03-04 05:06:07 UTC,1.5,2,a,"open', b"rest"]
+    records = [line for batch in join_quoted_newlines([physical]) for line in batch]
+    assert records == [GOOD.encode(), physical[1] + b"\n" + physical[2]]
+    assert only_reason(records[1]).startswith("unbalanced quotes")
+
+
+def test_an_unreadable_tail_is_a_dead_letter_holding_the_partial_line():
+    from transforms.csv_source import UnreadableTail
+
+    parsed = LineParser(SPEC, {SOURCE: LAYOUT}).parse(
+        [(SOURCE, GOOD.encode()), (SOURCE, UnreadableTail(b"r2,2025-0", "EOFError: cut"))]
+    )
+    assert parsed.valid.num_rows == 1
+    (record,) = parsed.dead_letters
+    assert record["line"] == "r2,2025-0"
+    assert record["reason"].startswith("file ends early") and "EOFError: cut" in record["reason"]

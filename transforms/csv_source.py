@@ -6,8 +6,11 @@ dead letter instead of killing the job inside Beam's text decoder.
 
 from __future__ import annotations
 
+import bz2
+import contextlib
 import csv
 import dataclasses
+import zlib
 from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
@@ -57,9 +60,13 @@ def expand_patterns(patterns: Sequence[str]) -> list[tuple[str, int]]:
 
 
 def _first_line(path: str) -> str:
-    compression = CompressionTypes.detect_compression_type(path)
-    with FileSystems.open(path, compression_type=compression) as handle:
-        raw = handle.readline()
+    """The file's first line; empty when even that cannot be read (the reader then
+    reports the file's unreadable bytes as a dead letter)."""
+    try:
+        with contextlib.ExitStack() as stack:
+            raw = open_for_lines(path, stack).readline()
+    except _READ_ERRORS:
+        return ""
     return raw.decode("utf-8", errors="replace").rstrip("\r\n").removeprefix(UTF8_BOM)
 
 
@@ -111,14 +118,18 @@ class ByteRange:
     end: int | None
 
 
-def plan_ranges(files: Sequence[tuple[str, int]], range_bytes: int) -> list[ByteRange]:
+def plan_ranges(
+    files: Sequence[tuple[str, int]], range_bytes: int, whole_files: bool = False
+) -> list[ByteRange]:
     """Splits each uncompressed file into ranges of about `range_bytes`; a
-    compressed file (detected from its extension) is one range."""
+    compressed file (detected from its extension) is one range, and so is every
+    file with `whole_files` (records that may span lines cannot be cut blindly)."""
     if range_bytes < 1:
         raise ValueError(f"range_bytes must be positive, got {range_bytes}")
     ranges = []
     for path, size in files:
-        if CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED:
+        compressed = CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
+        if compressed or whole_files:
             ranges.append(ByteRange(path, 0, None))
             continue
         starts = range(0, max(size, 1), range_bytes)
@@ -170,7 +181,12 @@ def read_line_range(
                 batch = []
         if end is not None and position >= end:
             break
-        chunk = handle.read(chunk_bytes)
+        try:
+            chunk = handle.read(chunk_bytes)
+        except _READ_ERRORS as error:
+            if batch:
+                yield batch
+            raise TruncatedInputError(pending, f"{type(error).__name__}: {error}") from None
         if not chunk:
             if pending:  # a last line without its newline
                 batch.append(pending)
@@ -180,20 +196,153 @@ def read_line_range(
         yield batch
 
 
+@dataclasses.dataclass(frozen=True)
+class UnreadableTail:
+    """Stands in a line batch for the end of a file that could not be read: a
+    gzip stream cut short, say. `partial_line` holds the bytes of the last,
+    unfinished line (possibly empty); the parser makes it a dead letter."""
+
+    partial_line: bytes
+    reason: str
+
+
+class TruncatedInputError(Exception):
+    """Reading stopped early; carries the unfinished last line."""
+
+    def __init__(self, partial_line: bytes, reason: str):
+        super().__init__(reason)
+        self.partial_line = partial_line
+        self.reason = reason
+
+
+# What Python's decompressors raise on a cut or corrupt stream.
+_READ_ERRORS = (EOFError, OSError, zlib.error)
+
+
+def open_for_lines(path: str, stack: contextlib.ExitStack):
+    """A binary handle on the decompressed bytes of `path`.
+
+    Beam's own decompressing reader returns a gzip or bzip2 stream that is cut
+    short as if it had ended normally, which would drop rows silently, so those
+    two go through StrictDecompressedStream. Other compressions use Beam's reader.
+    """
+    compression = CompressionTypes.detect_compression_type(path)
+    if compression not in _STRICT_DECOMPRESSORS and compression != CompressionTypes.UNCOMPRESSED:
+        return stack.enter_context(FileSystems.open(path, compression_type=compression))
+    raw = stack.enter_context(
+        FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    )
+    if compression == CompressionTypes.UNCOMPRESSED:
+        return raw
+    return stack.enter_context(_STRICT_DECOMPRESSORS[compression](raw))
+
+
+class StrictDecompressedStream:
+    """The decompressed bytes of a gzip or bzip2 file, members concatenated.
+
+    Unlike Beam's reader it raises EOFError when the input ends inside a
+    member, and, unlike Python's gzip and bz2 files, only after handing out
+    every byte that could be recovered before the cut, so that each row before
+    it is counted and parsed rather than lost with the failing read.
+    """
+
+    _COMPRESSED_CHUNK = 1 << 20
+
+    def __init__(self, raw, make_decompressor):
+        self._raw = raw
+        self._make_decompressor = make_decompressor
+        self._decompressor = make_decompressor()
+        self._buffer = bytearray()
+        self._in_member = False
+        self._input_done = False
+
+    def _fill(self, size: int) -> None:
+        while len(self._buffer) < size and not self._input_done:
+            compressed = self._raw.read(self._COMPRESSED_CHUNK)
+            if not compressed:
+                self._input_done = True
+                return
+            while compressed:
+                self._in_member = True
+                self._buffer += self._decompressor.decompress(compressed)
+                if not self._decompressor.eof:
+                    break
+                compressed = self._decompressor.unused_data
+                self._decompressor = self._make_decompressor()
+                self._in_member = False
+
+    def read(self, size: int = -1) -> bytes:
+        self._fill(size if size >= 0 else float("inf"))
+        if not self._buffer and self._input_done and self._in_member:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
+        size = len(self._buffer) if size < 0 else size
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def readline(self) -> bytes:
+        while b"\n" not in self._buffer and not self._input_done:
+            self._fill(len(self._buffer) + (64 << 10))
+        end = self._buffer.find(b"\n")
+        return self.read(end + 1 if end >= 0 else len(self._buffer))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+_STRICT_DECOMPRESSORS = {
+    # wbits 31: a gzip header and trailer around the deflate stream.
+    CompressionTypes.GZIP: lambda raw: StrictDecompressedStream(
+        raw, lambda: zlib.decompressobj(wbits=31)
+    ),
+    CompressionTypes.BZIP2: lambda raw: StrictDecompressedStream(raw, bz2.BZ2Decompressor),
+}
+
+
+def join_quoted_newlines(batches: Iterable[list[bytes]]) -> Iterable[list[bytes]]:
+    """Joins physical lines into records while a double quote is open (RFC 4180:
+    a quoted field may hold newlines; an escaped quote is two quotes, which keeps
+    the count's parity). A quote still open at the end leaves one last record
+    that the parser rejects as unbalanced."""
+    parts: list[bytes] = []
+    quote_open = False
+    for batch in batches:
+        records = []
+        for line in batch:
+            parts.append(line)
+            quote_open ^= line.count(b'"') % 2 == 1
+            if not quote_open:
+                records.append(b"\n".join(parts))
+                parts = []
+        if records:
+            yield records
+    if parts:
+        yield [b"\n".join(parts)]
+
+
 class _ReadRangeDoFn(beam.DoFn):
-    """ByteRange -> lists of (path, line bytes), headers included."""
+    """ByteRange -> lists of (path, line bytes), headers included; a file that
+    ends early adds an UnreadableTail in place of a line."""
 
-    def __init__(self, batch_lines: int):
+    def __init__(self, batch_lines: int, quoted_newlines: bool):
         self._batch_lines = batch_lines
+        self._quoted_newlines = quoted_newlines
 
-    def process(self, byte_range: ByteRange) -> Iterable[list[tuple[str, bytes]]]:
+    def process(self, byte_range: ByteRange) -> Iterable[list]:
         path = byte_range.path
-        compression = CompressionTypes.detect_compression_type(path)
-        with FileSystems.open(path, compression_type=compression) as handle:
-            for lines in read_line_range(
-                handle, byte_range.start, byte_range.end, self._batch_lines
-            ):
-                yield [(path, line) for line in lines]
+        with contextlib.ExitStack() as stack:
+            handle = open_for_lines(path, stack)
+            batches = read_line_range(handle, byte_range.start, byte_range.end, self._batch_lines)
+            if self._quoted_newlines:
+                batches = join_quoted_newlines(batches)
+            try:
+                for lines in batches:
+                    yield [(path, line) for line in lines]
+            except TruncatedInputError as error:
+                yield [(path, UnreadableTail(error.partial_line, error.reason))]
 
 
 class ReadCsvLineBatches(beam.PTransform):
@@ -204,7 +353,10 @@ class ReadCsvLineBatches(beam.PTransform):
     parser recognises them from each file's layout). Files are read in large
     byte ranges rather than line by line, so the runner handles one element per
     batch instead of one per line. Gzip and other compression is detected from
-    the file extension; such a file is read by one worker. A trailing b"\\r" is
+    the file extension; such a file is read by one worker, and one that ends
+    early (a cut gzip stream) yields an UnreadableTail for the parser to turn into
+    a dead letter. With `quoted_newlines`, a record runs on while a double quote
+    is open, and each file is read whole by one worker. A trailing b"\\r" is
     left on the line for the parser to strip.
     """
 
@@ -213,14 +365,16 @@ class ReadCsvLineBatches(beam.PTransform):
         files: Sequence[tuple[str, int]],
         range_bytes: int = DEFAULT_RANGE_BYTES,
         batch_lines: int = DEFAULT_BATCH_LINES,
+        quoted_newlines: bool = False,
     ):
         super().__init__()
         if not files:
             raise InputError("no input files")
         if batch_lines < 1:
             raise ValueError(f"batch_lines must be positive, got {batch_lines}")
-        self._ranges = plan_ranges(files, range_bytes)
+        self._ranges = plan_ranges(files, range_bytes, whole_files=quoted_newlines)
         self._batch_lines = batch_lines
+        self._quoted_newlines = quoted_newlines
 
     def expand(self, pbegin):
         return (
@@ -228,5 +382,5 @@ class ReadCsvLineBatches(beam.PTransform):
             | "PlanRanges" >> beam.Create(self._ranges)
             # Spreads the ranges over workers; Create alone may hand them all to one.
             | "SpreadRanges" >> beam.Reshuffle()
-            | "ReadRanges" >> beam.ParDo(_ReadRangeDoFn(self._batch_lines))
+            | "ReadRanges" >> beam.ParDo(_ReadRangeDoFn(self._batch_lines, self._quoted_newlines))
         )

@@ -219,6 +219,11 @@ def _apply_step(step, value, feature: Feature, inputs: list):
     raise ValueError(f"feature {name}: unknown step {step.type}")
 
 
+class PreprocessingFnError(ValueError):
+    """Building the transform graph failed; names the feature or custom function
+    and the inputs involved."""
+
+
 def make_preprocessing_fn(spec: DatasetSpec) -> Callable[[dict], dict]:
     """Builds the preprocessing_fn for tf.Transform from the spec."""
     custom_fn = (
@@ -237,13 +242,29 @@ def make_preprocessing_fn(spec: DatasetSpec) -> Callable[[dict], dict]:
         for feature in spec.features:
             feature_inputs = [values[name] for name in feature.input_names]
             value = feature_inputs[0]
-            for step in feature.transform:
-                value = _apply_step(step, value, feature, feature_inputs)
+            # The scope puts the feature's name into the name of every op it
+            # builds, so an error raised by the graph at run time names it too.
+            with tf.name_scope(feature.name):
+                for step in feature.transform:
+                    try:
+                        value = _apply_step(step, value, feature, feature_inputs)
+                    except Exception as error:
+                        raise PreprocessingFnError(
+                            f"feature {feature.name} (from {', '.join(feature.input_names)}): "
+                            f"step {step.type} failed: {type(error).__name__}: {error}"
+                        ) from error
             # Later features may build on this one (e.g. a cross of bucketized values).
             values[feature.name] = outputs[feature.name] = value
         outputs[spec.label] = tf.cast(inputs[spec.label], tf.float32)
         if custom_fn is not None:
-            extra = custom_fn(raw_and_derived)
+            try:
+                with tf.name_scope("custom_preprocessing_fn"):
+                    extra = custom_fn(raw_and_derived)
+            except Exception as error:
+                raise PreprocessingFnError(
+                    f"preprocessing_fn {spec.preprocessing_fn} raised {type(error).__name__}: "
+                    f"{error}; its inputs were {', '.join(sorted(raw_and_derived))}"
+                ) from error
             if not isinstance(extra, dict):
                 raise TypeError(f"preprocessing_fn {spec.preprocessing_fn} must return a dict")
             clashes = sorted(set(extra) & set(outputs))

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from schemas.spec import Aggregate, AggregateFunction, Column, ColumnType, DatasetSpec
-from transforms.csv_source import UTF8_BOM, CsvLayout
+from transforms.csv_source import UTF8_BOM, CsvLayout, UnreadableTail
 from transforms.progress import PhaseProgress
 
 DEAD_LETTER_TAG = "dead_letter"
@@ -63,8 +63,16 @@ class ParsedLines:
     header_lines: int
 
 
+# A dead letter keeps at most this much of its input line, so that one huge
+# malformed line cannot make a huge dead-letter file; the reason gives the length.
+MAX_DEAD_LETTER_LINE_CHARS = 10_000
+
+
 def dead_letter(source: str, line: str, reason: str, column: str | None = None) -> dict:
     """The one shape of a dead-letter record, shared by every stage that rejects rows."""
+    if len(line) > MAX_DEAD_LETTER_LINE_CHARS:
+        reason = f"{reason} (line of {len(line):,} characters, cut to the first 10,000 here)"
+        line = line[:MAX_DEAD_LETTER_LINE_CHARS]
     return {"source": source, "line": line, "reason": reason, "column": column}
 
 
@@ -277,8 +285,12 @@ class LineParser:
         self.delimiter = spec.csv.delimiter
 
     def _split(self, line: str) -> list[str]:
+        """The line's fields; [] when its quotes do not balance (an odd count:
+        often one half of a quoted field that holds a line break)."""
         if '"' not in line:
             return line.split(self.delimiter)
+        if line.count('"') % 2:
+            return []
         try:
             return next(csv.reader([line], delimiter=self.delimiter, strict=True))
         except (csv.Error, StopIteration):
@@ -293,6 +305,14 @@ class LineParser:
         rows: list[list[str]] = []
         for source, raw in records:
             layout = self.layouts.get(source)
+            if isinstance(raw, UnreadableTail):
+                text = raw.partial_line.decode("utf-8", errors="backslashreplace")
+                dead_letters.append(
+                    dead_letter(
+                        source, text, f"file ends early, rows after this are lost: {raw.reason}"
+                    )
+                )
+                continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
@@ -314,7 +334,8 @@ class LineParser:
             fields = self._split(line)
             if len(fields) != layout.field_count:
                 reason = (
-                    "unbalanced quotes"
+                    "unbalanced quotes (if quoted fields hold line breaks, set "
+                    "csv.allow_quoted_newlines in the spec)"
                     if not fields
                     else f"expected {layout.field_count} fields, got {len(fields)}"
                 )

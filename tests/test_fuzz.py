@@ -1,0 +1,169 @@
+"""Property-based tests (hypothesis): any input yields rows or dead letters,
+never an exception, and any YAML yields a spec or a SpecError (exit code 2).
+
+Each property states the accounting rule of the parser it fuzzes: every input
+record comes out exactly once, as a valid row, a dead letter or (CSV) a header.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.sample_data import HEADER
+from schemas.spec import SpecError, load_spec, parse_spec
+from tests.conftest import TAXI_SPEC
+from transforms.csv_source import layout_from_first_line, read_line_range
+from transforms.messages import MessageParser
+from transforms.validation import LineParser
+
+SPEC = load_spec(str(TAXI_SPEC))
+SOURCE = "fuzz.csv"
+LAYOUT = layout_from_first_line(SOURCE, 0, ",".join(HEADER), SPEC)
+GOOD_FIELDS = [
+    "k", "2025-02-03 04:05:06 UTC", "-73.98", "40.75", "-73.97", "40.76", "1", "Midtown",
+    "CARD", "CMT", "9.5",
+]  # fmt: skip
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Field texts that reach the typed converters: numbers at the edges, timestamps
+# in many shapes, quotes, separators, control characters and any unicode.
+field_text = st.one_of(
+    st.sampled_from(
+        ["", " ", "nan", "-inf", "1e400", "-0", "9" * 30, "0x10", "1_000", "2025-02-30",
+         "2025-02-03T04:05:06+14:00", "2025-02-03 04:05:06 UTC", "1738555506", '"', '""',
+         ",", "\r", "\x00", "CARD", "Midtown"]
+    ),
+    st.text(max_size=30),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers().map(str),
+)  # fmt: skip
+
+
+def assert_every_record_accounted(parsed, count: int) -> None:
+    assert parsed.valid.num_rows + len(parsed.dead_letters) + parsed.header_lines == count
+    for record in parsed.dead_letters:
+        assert record["reason"], record
+
+
+@FUZZ
+@given(st.lists(st.binary(max_size=200), max_size=20))
+def test_any_bytes_as_csv_lines_are_rows_or_dead_letters(lines):
+    parsed = LineParser(SPEC, {SOURCE: LAYOUT}).parse([(SOURCE, line) for line in lines])
+    assert_every_record_accounted(parsed, len(lines))
+
+
+@FUZZ
+@given(st.lists(st.lists(field_text, min_size=9, max_size=13), min_size=1, max_size=10))
+def test_near_valid_csv_rows_are_rows_or_dead_letters(rows):
+    lines = []
+    for fields in rows:
+        # Mostly valid fields, with the fuzzed ones dropped into random places.
+        merged = GOOD_FIELDS[: len(fields)] + GOOD_FIELDS[len(fields) :]
+        for index, text in enumerate(fields[: len(merged)]):
+            if index % 3 == len(fields) % 3:
+                merged[index] = text
+        lines.append(",".join(merged).encode("utf-8", errors="surrogatepass"))
+    parsed = LineParser(SPEC, {SOURCE: LAYOUT}).parse([(SOURCE, line) for line in lines])
+    assert_every_record_accounted(parsed, len(lines))
+    assert parsed.valid.schema.names[: len(HEADER)] == list(HEADER)
+
+
+@FUZZ
+@given(st.binary(max_size=400), st.integers(1, 64), st.integers(1, 16))
+def test_any_bytes_split_into_ranges_read_each_line_once(data, range_bytes, chunk_bytes):
+    expected = data.split(b"\n")
+    if expected[-1] == b"":
+        expected.pop()
+    read = []
+    for start in range(0, max(len(data), 1), range_bytes):
+        end = start + range_bytes if start + range_bytes < len(data) else None
+        for batch in read_line_range(io.BytesIO(data), start, end, 7, chunk_bytes):
+            read.extend(batch)
+    assert read == expected
+
+
+json_value = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.binary(max_size=200), json_value.map(json.dumps).map(str.encode))))
+def test_any_message_bytes_are_rows_or_dead_letters(messages):
+    valid, dead_letters = MessageParser(SPEC).parse([("sub", data, {}) for data in messages])
+    assert valid.num_rows + len(dead_letters) == len(messages)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(list(HEADER)), json_value, max_size=len(HEADER)))
+def test_messages_with_any_field_values_are_rows_or_dead_letters(changes):
+    document = dict(zip(HEADER, GOOD_FIELDS, strict=True))
+    document.update(changes)
+    valid, dead_letters = MessageParser(SPEC).parse([("sub", json.dumps(document).encode(), {})])
+    assert valid.num_rows + len(dead_letters) == 1
+
+
+# --- the spec loader ------------------------------------------------------------
+
+TAXI_DOCUMENT = yaml.safe_load(TAXI_SPEC.read_text())
+
+
+def _paths(node, prefix=()):
+    """Every (path, value) in a nested document."""
+    yield prefix, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _paths(value, (*prefix, index))
+
+
+TAXI_PATHS = [path for path, _ in _paths(TAXI_DOCUMENT) if path]
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(TAXI_PATHS), st.one_of(json_value, st.just("__delete__"))),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_a_mutated_taxi_spec_is_a_spec_or_a_spec_error(mutations):
+    document = copy.deepcopy(TAXI_DOCUMENT)
+    for path, value in mutations:
+        parent = document
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            if value == "__delete__":
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier mutation removed or replaced this path
+    try:
+        parse_spec(document)
+    except SpecError as error:
+        assert error.problems
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=300), json_value.map(yaml.safe_dump)))
+def test_any_yaml_text_is_a_spec_or_a_spec_error(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("spec") / "spec.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    with pytest.raises(SpecError):
+        load_spec(str(path))
