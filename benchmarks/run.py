@@ -14,9 +14,10 @@ order in every repeat so that no variant always runs on a warm or a cold cache:
 Each run is a fresh process. It records wall time, rows/s and peak memory of
 the process and all its children, sampled every 0.2 s from /proc, both as the
 sum of their RSS (which counts shared library pages once per process) and as
-the sum of their PSS (which splits shared pages among their sharers). Writes DIR/results.json and, when matplotlib is installed,
-DIR/results.png (time and memory against rows); prints a table with the
-medians and the ratios ours/baseline and ours/floor.
+the sum of their PSS (which splits shared pages among their sharers). Writes
+DIR/results.json and, when matplotlib is installed, DIR/results.png (time and
+memory against rows); prints a table with the medians and the ratios
+ours/baseline and ours/floor.
 """
 
 from __future__ import annotations

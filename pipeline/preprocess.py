@@ -325,6 +325,14 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"error: {stop or 'interrupted'}: stopped; nothing was committed", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:
+        stop = _stop_in_chain(error)
+        if stop is not None:
+            # Beam wraps an exception raised while it builds the graph.
+            _discard_run(out, temp_location, keep_staging=False)
+            print(
+                f"error: {stop or 'interrupted'}: stopped; nothing was committed", file=sys.stderr
+            )
+            return EXIT_INTERRUPTED
         logging.exception("pipeline failed")
         _discard_run(out, temp_location, keep_staging=False)
         print(
@@ -357,6 +365,17 @@ def stop_signals_raise():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_in_chain(error: BaseException) -> BaseException | None:
+    """The KeyboardInterrupt or StopRequested that `error` wraps, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt | StopRequested):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _discard_run(out: OutputLayout, temp_location: str | None, keep_staging: bool) -> None:

@@ -379,8 +379,13 @@ class ReadCsvLineBatches(beam.PTransform):
     def expand(self, pbegin):
         return (
             pbegin
-            | "PlanRanges" >> beam.Create(self._ranges)
-            # Spreads the ranges over workers; Create alone may hand them all to one.
-            | "SpreadRanges" >> beam.Reshuffle()
+            | "PlanRanges" >> beam.Create(list(enumerate(self._ranges)))
+            # Spreads the ranges over workers (Create alone may hand them all to
+            # one) by their position in the plan rather than Reshuffle's random
+            # keys, so that a rerun hands each worker the same ranges: the
+            # analysis then merges the same partial results, and tf.Transform's
+            # approximate quantiles come out identical.
+            | "SpreadRanges" >> beam.GroupByKey()
+            | "UngroupRanges" >> beam.FlatMap(lambda planned: planned[1])
             | "ReadRanges" >> beam.ParDo(_ReadRangeDoFn(self._batch_lines, self._quoted_newlines))
         )
