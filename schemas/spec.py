@@ -409,6 +409,20 @@ class CsvFormat(_Strict):
     allow_quoted_newlines: bool = False
 
 
+class Anomalies(_Strict):
+    """Thresholds of the anomaly checks on a run's statistics (pipeline/anomalies.py).
+
+    Each is a share, divergence or distance in [0, 1]; a value above it is an anomaly.
+    """
+
+    # Share of a vocabulary feature's eval values that are out of vocabulary.
+    max_oov_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    # Jensen-Shannon divergence of a numeric column's histograms, now and in a baseline run.
+    numeric_drift: float = Field(default=0.1, ge=0.0, le=1.0)
+    # L-infinity distance between a categorical column's value frequencies, now and baseline.
+    categorical_drift: float = Field(default=0.1, ge=0.0, le=1.0)
+
+
 class DatasetSpec(_Strict):
     name: Name
     description: str = ""
@@ -428,6 +442,10 @@ class DatasetSpec(_Strict):
     # (RFC 3339 or epoch milliseconds, Pub/Sub's convention). It fills the
     # timestamp column; when the message body also has that column, they must agree.
     timestamp_attribute: str | None = Field(default=None, min_length=1)
+    # Left out of model_dump and so of spec_hash: thresholds only judge statistics
+    # and change no output, so tuning them must not make the streaming job refuse
+    # the batch run's transform_fn, and specs without the section keep their hash.
+    anomalies: Anomalies = Field(default_factory=Anomalies, exclude=True)
 
     # Filled in by load_spec: hash of the file's canonical content, for the manifest.
     spec_hash: str = ""
