@@ -99,6 +99,19 @@ class PreprocessOptions(PipelineOptions):
             help="Replace an existing complete output directory (one with a manifest).",
         )
         parser.add_argument(
+            "--baseline_output_dir",
+            type=str,
+            default=None,
+            help="Output directory of an earlier run: its statistics are the baseline for the "
+            "drift checks (thresholds in the spec's 'anomalies' section).",
+        )
+        parser.add_argument(
+            "--fail_on_anomalies",
+            action="store_true",
+            default=False,
+            help="Fail the run (exit 1, nothing committed) when the statistics show anomalies.",
+        )
+        parser.add_argument(
             "--parse_batch_size",
             type=int,
             default=4096,

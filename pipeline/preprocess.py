@@ -53,13 +53,17 @@ from transforms.aggregates import JoinAggregates
 from transforms.bigquery_source import BigQuerySource, BigQuerySourceError, ValidateRecords
 from transforms.csv_source import CsvLayout, InputError, ReadCsvLineBatches, discover_layouts
 from transforms.split import SplitByKey
+from transforms.statistics import ComputeStatistics, spec_statistics_columns
 from transforms.tfrecords import WriteTFRecordBatches
 from transforms.validation import ParseLineBatches, dead_letter_to_json, rows_schema
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# tf.Transform analyzes this split; raw statistics describe it too.
+ANALYZE_SPLIT = "train"
 # As a shell reports a process stopped by SIGINT; SIGTERM gives the same code.
 EXIT_INTERRUPTED = 130
 COUNTS_DIR = "_counts"
+STATS_DIR = "stats"
 
 
 class RunFailed(RuntimeError):
@@ -83,6 +87,13 @@ class OutputLayout:
     @property
     def dead_letter_prefix(self) -> str:
         return manifest_io.join(self.root, "dead_letter", "dead_letter")
+
+    @property
+    def raw_statistics_path(self) -> str:
+        return manifest_io.join(self.root, STATS_DIR, "raw_train.json")
+
+    def transformed_statistics_path(self, split: str) -> str:
+        return manifest_io.join(self.root, STATS_DIR, f"transformed_{split}.json")
 
     @property
     def counts_path(self) -> str:
@@ -119,7 +130,7 @@ def build_pipeline(
     """
     import tensorflow_transform.beam as tft_beam
 
-    from transforms.analyze import TRANSFORM_FN, AnalyzeAndTransform
+    from transforms.analyze import TRANSFORM_FN, AnalyzeAndTransform, transformed_batches_key
 
     preprocess = options.view_as(PreprocessOptions)
     out = out or OutputLayout(options.view_as(DatasetOptions).output_dir)
@@ -153,8 +164,24 @@ def build_pipeline(
         # tf.Transform creates its temp dir while the graph is built; a dry run
         # may have no access to --temp_location, and its graph never runs.
         tft_temp_dir = tempfile.mkdtemp(prefix="dry_run_tft_")
-    transformed = splits | "AnalyzeAndTransform" >> AnalyzeAndTransform(spec, tft_temp_dir)
+    transformed = splits | "AnalyzeAndTransform" >> AnalyzeAndTransform(
+        spec, tft_temp_dir, ANALYZE_SPLIT
+    )
     transform_fn = transformed.pop(TRANSFORM_FN)
+
+    raw_columns, transformed_columns = spec_statistics_columns(spec)
+    _ = (
+        splits[ANALYZE_SPLIT]
+        | "RawStatistics" >> ComputeStatistics(raw_columns)
+        | "WriteRawStatistics" >> _WriteJson(out.raw_statistics_path)
+    )
+    for split in spec.split_names:
+        _ = (
+            transformed.pop(transformed_batches_key(split))
+            | f"TransformedStatistics[{split}]" >> ComputeStatistics(transformed_columns)
+            | f"WriteTransformedStatistics[{split}]"
+            >> _WriteJson(out.transformed_statistics_path(split))
+        )
 
     for split, serialized in transformed.items():
         _ = serialized | f"WriteExamples[{split}]" >> WriteTFRecordBatches(
@@ -202,6 +229,21 @@ def build_pipeline(
         | "WriteCounts"
         >> beam.io.WriteToText(out.counts_path, shard_name_template="", num_shards=1)
     )
+
+
+class _WriteJson(beam.PTransform):
+    """A PCollection of exactly one JSON-serializable dict -> one file at `path`."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+
+    def expand(self, documents):
+        return (
+            documents
+            | "ToJson" >> beam.Map(json.dumps, sort_keys=True)
+            | "WriteFile" >> beam.io.WriteToText(self._path, shard_name_template="", num_shards=1)
+        )
 
 
 def reconcile_counts(raw_counts: dict, split_names: Sequence[str]) -> dict:
@@ -259,6 +301,12 @@ def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict[str
         raise OptionsError(str(error)) from None
     # BigQuery rows are typed and named; only CSV files have layouts to discover.
     layouts = {} if bigquery else discover_layouts(preprocess.input, spec)
+    baseline = preprocess.baseline_output_dir
+    if baseline and not manifest_io.list_files(OutputLayout(baseline).raw_statistics_path):
+        raise OptionsError(
+            f"--baseline_output_dir {baseline} holds no {STATS_DIR}/raw_train.json: not the "
+            "output of a complete run that computed statistics"
+        )
     if not dry_run_requested(options):
         # A dry run writes nothing there (and may have no access to it).
         problem = commit.refusal(dataset.output_dir, preprocess.overwrite)
@@ -310,12 +358,28 @@ def run(argv: Sequence[str] | None = None) -> int:
                     f"{out.dead_letter_prefix}*.jsonl for the reasons"
                 )
             write_raw_metadata(out, spec)
+            anomalies = find_run_anomalies(out, spec, preprocess.baseline_output_dir)
+            if anomalies and preprocess.fail_on_anomalies:
+                keep_staging = True
+                listed = "\n".join(f"  - {anomaly['message']}" for anomaly in anomalies)
+                raise RunFailed(
+                    f"{len(anomalies)} anomalies and --fail_on_anomalies; nothing was "
+                    f"committed; the run's outputs are in {out.root}:\n{listed}"
+                )
             commit.commit(out.root, root)
             bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
             manifest = write_manifest(
-                OutputLayout(root, run_id), spec, layouts, counts, runner, started, bigquery
+                OutputLayout(root, run_id),
+                spec,
+                layouts,
+                counts,
+                runner,
+                started,
+                bigquery,
+                anomalies,
             )
             commit.clear_staging_area(root)
+        report_path = write_report(root)
     except RunFailed as error:
         _discard_run(out, temp_location, keep_staging)
         print(f"error: run failed: {error}", file=sys.stderr)
@@ -340,7 +404,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    print_summary(manifest)
+    print_summary(manifest, report_path)
     return EXIT_OK
 
 
@@ -413,6 +477,46 @@ def write_raw_metadata(out: OutputLayout, spec: DatasetSpec) -> None:
     )
 
 
+def find_run_anomalies(out: OutputLayout, spec: DatasetSpec, baseline_dir: str | None) -> list:
+    """Checks the run's statistics (pipeline/anomalies.py), against the
+    statistics of `baseline_dir` for drift when it is given."""
+    import tensorflow_transform as tft
+
+    from pipeline.anomalies import AnomalyThresholds, find_anomalies
+
+    raw = manifest_io.read_json(out.raw_statistics_path)
+    transformed = {
+        split: manifest_io.read_json(out.transformed_statistics_path(split))
+        for split in spec.split_names
+    }
+    tft_output = tft.TFTransformOutput(out.root)
+    vocabularies = {
+        feature.name: tft_output.vocabulary_size_by_name(feature.name)
+        for feature in spec.features
+        if any(step.type == "vocabulary" for step in feature.transform)
+    }
+    scaled = [f.name for f in spec.features if f.transform[-1].type == "scale_to_0_1"]
+    baseline = None
+    if baseline_dir:
+        previous = OutputLayout(baseline_dir)
+        baseline = {"raw": manifest_io.read_json(previous.raw_statistics_path)}
+    return find_anomalies(
+        raw, transformed, vocabularies, AnomalyThresholds.from_spec(spec), scaled, baseline
+    )
+
+
+def write_report(root: str) -> str | None:
+    """OUTPUT/report.html; a failure to draw it is logged, not fatal: the run's
+    outputs are committed and complete by then."""
+    from pipeline.report import render_report
+
+    try:
+        return render_report(root)
+    except Exception:
+        logging.exception("could not write the run report; rebuild it with pipeline.report")
+        return None
+
+
 def write_manifest(
     out: OutputLayout,
     spec: DatasetSpec,
@@ -421,6 +525,7 @@ def write_manifest(
     runner: str,
     started: float,
     bigquery: BigQuerySource | None = None,
+    anomalies: list | None = None,
 ) -> dict:
     """Writes manifest.json, the last file of a run; returns the manifest."""
     wall_seconds = time.time() - started
@@ -474,9 +579,16 @@ def write_manifest(
             manifest_io.join(out.root, "raw_features", "*", "*")
         ),
         "features": {
-            name: {"kind": kind.value, "cardinality": cardinality}
+            name: _feature_entry(spec, name, kind, cardinality, out)
             for name, (kind, cardinality) in feature_kinds.items()
         },
+        "statistics": {
+            "raw": f"{STATS_DIR}/raw_train.json",
+            "transformed": {
+                split: f"{STATS_DIR}/transformed_{split}.json" for split in spec.split_names
+            },
+        },
+        "anomalies": anomalies or [],
         "transform_fn_dir": manifest_io.join(out.root, "transform_fn"),
         "transform_fn_fingerprint": manifest_io.directory_fingerprint(
             manifest_io.join(out.root, "transform_fn")
@@ -491,7 +603,17 @@ def write_manifest(
     return document
 
 
-def print_summary(manifest: dict) -> None:
+def _feature_entry(spec: DatasetSpec, name: str, kind, cardinality, out: OutputLayout) -> dict:
+    feature = next(f for f in spec.features if f.name == name)
+    entry = {"kind": kind.value, "cardinality": cardinality, "sources": feature.input_names}
+    if any(step.type == "vocabulary" for step in feature.transform):
+        import tensorflow_transform as tft
+
+        entry["vocabulary_size"] = tft.TFTransformOutput(out.root).vocabulary_size_by_name(name)
+    return entry
+
+
+def print_summary(manifest: dict, report_path: str | None = None) -> None:
     counts = manifest["counts"]
     splits = ", ".join(f"{name} {info['count']}" for name, info in manifest["splits"].items())
     shards = sum(len(info["shards"]) for info in manifest["splits"].values())
@@ -503,6 +625,10 @@ def print_summary(manifest: dict) -> None:
         f"outputs: {shards} TFRecord shards, transform_fn and manifest under "
         f"{manifest['transform_fn_dir'].rsplit('/', 1)[0]}"
     )
+    anomalies = manifest.get("anomalies") or []
+    print(f"anomalies: {len(anomalies)}" + "".join(f"\n  - {a['message']}" for a in anomalies))
+    if report_path:
+        print(f"report: {report_path}")
 
 
 def main() -> None:

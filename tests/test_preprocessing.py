@@ -115,6 +115,8 @@ def run_transform(spec, splits: dict, tmp_path) -> tuple[dict, object]:
         transformed = inputs | AnalyzeAndTransform(spec, str(tmp_path / "tmp"))
         _ = transformed.pop(TRANSFORM_FN) | tft_beam.WriteTransformFn(out)
         for name, examples in transformed.items():
+            if name.startswith("[transformed]"):
+                continue  # transformed RecordBatches, for statistics
             _ = examples | f"Write[{name}]" >> WriteTFRecordBatches(
                 f"{out}/{name}/part", num_shards=1
             )

@@ -29,6 +29,11 @@ PASSTHROUGH_KEY = "__record_key__"
 TRANSFORM_FN = "[transform_fn]"
 
 
+def transformed_batches_key(split: str) -> str:
+    """Output key of a split's transformed RecordBatches (for statistics)."""
+    return f"[transformed]{split}"
+
+
 def tfxio_arrow_schema(spec: DatasetSpec) -> pa.Schema:
     from transforms.validation import rows_schema
 
@@ -170,7 +175,9 @@ class AnalyzeAndTransform(beam.PTransform):
 
     Input: dict {split: PCollection[pa.RecordBatch]} of validated flat rows.
     Output: dict {split: PCollection[list[bytes]]} of serialized transformed
-    examples, one list per batch,
+    examples, one list per batch, {transformed_batches_key(split):
+    PCollection[pa.RecordBatch]} of the transformed features (the record key
+    included, as PASSTHROUGH_KEY),
     plus {TRANSFORM_FN: the transform_fn} for tft_beam.WriteTransformFn.
     tf.Transform's temp files go to `temp_dir`, which must be visible to every
     worker (a path under the output or --temp_location, never a local mkdtemp).
@@ -215,5 +222,8 @@ class AnalyzeAndTransform(beam.PTransform):
                 )
                 examples[split] = transformed | f"Encode[{split}]" >> beam.ParDo(
                     _EncodeExamplesDoFn(spec.key_column)
+                )
+                examples[transformed_batches_key(split)] = transformed | (
+                    f"TransformedBatches[{split}]" >> beam.Map(lambda element: element[0])
                 )
         return {**examples, TRANSFORM_FN: transform_fn}

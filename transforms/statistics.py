@@ -769,3 +769,27 @@ def numeric_and_categorical_columns(
         ):
             columns.append((field.name, CATEGORICAL if field.name in forced else NUMERIC))
     return columns
+
+
+def spec_statistics_columns(spec) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(raw columns, transformed features) to describe for a dataset spec.
+
+    Raw: every validated column and aggregate except the record key (unique per
+    row, so its statistics say nothing). Transformed: every declared feature and
+    the label; categorical outputs (vocabulary ids, buckets, hashes, crosses) as
+    categorical, so that their statistics count each id.
+    """
+    from schemas.spec import Kind
+    from transforms.validation import rows_schema
+
+    raw = [
+        column
+        for column in numeric_and_categorical_columns(rows_schema(spec))
+        if column[0] != spec.key_column
+    ]
+    transformed = [
+        (name, CATEGORICAL if kind in (Kind.CATEGORICAL, Kind.STRING) else NUMERIC)
+        for name, (kind, _) in spec.feature_kinds().items()
+    ]
+    transformed.append((spec.label, NUMERIC))
+    return raw, transformed
