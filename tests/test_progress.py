@@ -8,10 +8,12 @@ from pipeline.logs import WorkerProgressFilter
 from transforms.progress import PhaseProgress
 
 
-def test_a_line_is_due_once_per_interval_with_rows_and_rate():
+def test_a_line_is_due_once_per_interval_with_rows_and_rate(caplog):
     now = [100.0]
     progress = PhaseProgress("validate", interval_seconds=10, clock=lambda: now[0])
-    assert progress.add(1000) is None
+    with caplog.at_level(logging.INFO, logger="preprocess.progress"):
+        assert progress.add(1000) is None
+    assert [r.getMessage().split(" [")[0] for r in caplog.records] == ["progress: validate started"]
     now[0] = 105.0
     assert progress.add(1000) is None
     now[0] = 110.0

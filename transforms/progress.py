@@ -3,7 +3,8 @@
 A batch job over millions of rows that prints nothing for minutes looks hung,
 and Beam's metrics only arrive when the job ends on the local runners. So the
 DoFns at the heart of each phase count their rows here, and each worker process
-logs one INFO line per phase at most every `interval_seconds`:
+logs when it starts a phase and then one INFO line per phase at most every
+`interval_seconds`:
 
     progress: validate 1,200,000 rows in 31 s (38,700 rows/s) [worker 4242]
 
@@ -37,7 +38,9 @@ class PhaseProgress:
         """Counts `rows`; returns (and logs) a progress line when one is due."""
         now = self._clock()
         if self._started is None:
+            # A phase's first line comes at once, so that a short phase is seen too.
             self._started = self._last_logged = now
+            _LOGGER.info("progress: %s started [worker %d]", self.phase, os.getpid())
         self.rows += rows
         if now - self._last_logged < self._interval:
             return None
