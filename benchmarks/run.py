@@ -220,13 +220,22 @@ def main(argv: list[str] | None = None) -> int:
                 cwd=ROOT, check=True, capture_output=True,
             )  # fmt: skip
         runs: dict[str, list[dict]] = {variant: [] for variant in args.variants}
+        failures: dict[str, list[str]] = {}
         for repeat in range(args.repeats):
             shift = repeat % len(args.variants)
             for variant in args.variants[shift:] + args.variants[:shift]:
                 log_path = os.path.join(work, f"{variant}_{rows}_{repeat}.log")
-                runs[variant].append(run_variant(variant, data, work, log_path))
+                try:
+                    runs[variant].append(run_variant(variant, data, work, log_path))
+                except RuntimeError as error:
+                    # One failing variant must not lose the others' measurements.
+                    failures.setdefault(variant, []).append(str(error))
+                    print(f"{rows} rows, {variant}, run {repeat + 1}: FAILED: {error}", flush=True)
+                    continue
                 print(f"{rows} rows, {variant}, run {repeat + 1}: {runs[variant][-1]}", flush=True)
-        size = {variant: summarise(measured, rows) for variant, measured in runs.items()}
+        size = {name: summarise(measured, rows) for name, measured in runs.items() if measured}
+        if failures:
+            size["failures"] = failures
         for other in ("baseline", "floor"):
             if "ours" in size and other in size:
                 ratio = size["ours"]["median_wall_seconds"] / size[other]["median_wall_seconds"]
