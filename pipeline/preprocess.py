@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import faulthandler
 import json
 import logging
 import signal
@@ -319,6 +320,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Runs the batch job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     configure_logging()
+    if threading.current_thread() is threading.main_thread():
+        # `kill -USR1 <pid>` prints every thread's stack: how to see where a run hangs.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     started = time.time()
     try:
         options, spec, layouts = prepare(argv)
@@ -339,12 +343,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     temp_location = options.view_as(GoogleCloudOptions).temp_location
     keep_staging = False
     try:
-        with stop_signals_raise():
+        with stop_signals_raise() as stop_state:
             logging.info(
                 "phase: running the pipeline on %s%s", runner, _local_workers_note(options)
             )
             with beam.Pipeline(options=options) as p:
                 build_pipeline(p, options, spec, layouts, out=out)
+            stop_state.check()
             logging.info("phase: reconciling counts and committing the outputs")
             counts = reconcile_counts(manifest_io.read_json(out.counts_path), spec.split_names)
             remove_scratch(out, temp_location)
@@ -358,6 +363,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                     f"{out.dead_letter_prefix}*.jsonl for the reasons"
                 )
             write_raw_metadata(out, spec)
+            stop_state.check()
             anomalies = find_run_anomalies(out, spec, preprocess.baseline_output_dir)
             if anomalies and preprocess.fail_on_anomalies:
                 keep_staging = True
@@ -366,6 +372,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                     f"{len(anomalies)} anomalies and --fail_on_anomalies; nothing was "
                     f"committed; the run's outputs are in {out.root}:\n{listed}"
                 )
+            stop_state.check()
             commit.commit(out.root, root)
             bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
             manifest = write_manifest(
@@ -409,26 +416,43 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 class StopRequested(Exception):
-    """SIGTERM arrived; raised in the main thread like KeyboardInterrupt for SIGINT."""
+    """SIGINT or SIGTERM arrived (raised in the main thread by the handler)."""
+
+
+@dataclasses.dataclass
+class StopState:
+    """Which stop signal arrived, if any."""
+
+    signal_name: str | None = None
+
+    def check(self) -> None:
+        """Raises StopRequested if a stop signal arrived, even if the exception the
+        handler raised was swallowed on its way up (some of the runner's threads
+        catch everything)."""
+        if self.signal_name:
+            raise StopRequested(f"received {self.signal_name}")
 
 
 @contextlib.contextmanager
 def stop_signals_raise():
-    """Turns SIGTERM into StopRequested while the block runs, so that a stopped
-    run unwinds through the same clean-up as a failed one (SIGINT already raises
-    KeyboardInterrupt)."""
+    """Turns SIGINT and SIGTERM into StopRequested while the block runs, so that
+    a stopped run unwinds through the same clean-up as a failed one. Yields a
+    StopState to check before committing."""
+    state = StopState()
 
-    def on_sigterm(signum, frame):
-        raise StopRequested("received SIGTERM")
+    def on_stop(signum, frame):
+        state.signal_name = signal.Signals(signum).name
+        raise StopRequested(f"received {state.signal_name}")
 
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield state
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _stop_in_chain(error: BaseException) -> BaseException | None:
