@@ -322,7 +322,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     if threading.current_thread() is threading.main_thread():
         # `kill -USR1 <pid>` prints every thread's stack: how to see where a run hangs.
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        # The process's real stderr: a replaced sys.stderr may have no file descriptor.
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     started = time.time()
     try:
         options, spec, layouts = prepare(argv)
