@@ -34,6 +34,8 @@ import tempfile
 import threading
 import time
 
+from pipeline.children import descendants
+
 VARIANTS = {
     "ours": [
         "-m", "pipeline.preprocess", "--spec", "benchmarks/specs/taxi_benchmark.yaml",
@@ -45,21 +47,6 @@ VARIANTS = {
 }  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_SECONDS = 0.2
-
-
-def _children() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                # The command name may hold spaces; the fields after ')' do not.
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    return children
 
 
 def _memory_bytes(pid: int) -> tuple[int, int]:
@@ -83,14 +70,10 @@ def _memory_bytes(pid: int) -> tuple[int, int]:
 
 def tree_memory_bytes(root: int) -> tuple[int, int]:
     """(RSS sum, PSS sum) of `root` and all its descendants."""
-    children = _children()
     rss_total = pss_total = 0
-    stack = [root]
-    while stack:
-        pid = stack.pop()
+    for pid in [root, *descendants(root)]:
         rss, pss = _memory_bytes(pid)
         rss_total, pss_total = rss_total + rss, pss_total + pss
-        stack.extend(children.get(pid, []))
     return rss_total, pss_total
 
 
