@@ -158,13 +158,15 @@ def build_pipeline(
                 max_batch_size=preprocess.parse_batch_size
             )
         parsed = line_batches | "ValidateRows" >> ParseLineBatches(spec, layouts)
-    rows = parsed.valid | "JoinAggregates" >> JoinAggregates(spec, preprocess.parse_batch_size)
-    splits = rows | "SplitRows" >> SplitByKey(spec)
     tft_temp_dir = out.temp_dir(temp_location)
     if dry_run_requested(options):
         # tf.Transform creates its temp dir while the graph is built; a dry run
         # may have no access to --temp_location, and its graph never runs.
         tft_temp_dir = tempfile.mkdtemp(prefix="dry_run_tft_")
+    rows = parsed.valid | "JoinAggregates" >> JoinAggregates(
+        spec, FileSystems.join(tft_temp_dir, "aggregate_spill")
+    )
+    splits = rows | "SplitRows" >> SplitByKey(spec)
     transformed = splits | "AnalyzeAndTransform" >> AnalyzeAndTransform(
         spec, tft_temp_dir, ANALYZE_SPLIT
     )

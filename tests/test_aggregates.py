@@ -157,7 +157,7 @@ def run_join(spec, batches) -> dict[str, dict]:
             _ = (
                 p
                 | beam.Create(batches)
-                | JoinAggregates(spec, batch_rows=64)
+                | JoinAggregates(spec, f"{directory}/spill")
                 | beam.FlatMap(lambda batch: batch.to_pylist())
                 | beam.Map(json.dumps)
                 | beam.io.WriteToText(f"{directory}/rows")
@@ -201,7 +201,15 @@ def test_input_order_and_batching_do_not_matter(spec):
     random.Random(3).shuffle(shuffled)
     first = run_join(spec, to_batches(rows, spec, batch_size=300))
     second = run_join(spec, to_batches(shuffled, spec, batch_size=17))
-    assert first == second
+    assert first.keys() == second.keys()
+    for row_id, row in first.items():
+        # Counts are exact; float sums are added in another order when the
+        # batching differs, so they agree to rounding.
+        for column, value in row.items():
+            if isinstance(value, float):
+                assert second[row_id][column] == pytest.approx(value, rel=1e-12), row_id
+            else:
+                assert second[row_id][column] == value, (row_id, column)
     assert_matches_reference(spec, rows, second)
 
 

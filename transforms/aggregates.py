@@ -15,11 +15,12 @@ periods, which is why they agree.
 - Batch (`JoinAggregates`): rows are pre-aggregated per (entity, block, period),
   where a block is a fixed span of B = max(W, 8192 P) seconds. Each block's
   partials plus the trailing W of the previous block give every window the
-  block's rows need, and rows are joined back per (entity, block) through a
-  CoGroupByKey whose row side is streamed, never held. Memory per key is
-  O((B + W) / P) period statistics per aggregate group, however hot the key.
-  Batch does not reuse SlidingWindows: each element would be copied into W / P
-  windows (36 copies for 3h at 5min).
+  block's rows need. The window values of each (entity, block) are a side input
+  that every batch of rows looks its keys up in, after the rows have waited in
+  spill files: only statistics are grouped, never rows. One side-input entry
+  holds O((B + W) / P) values per aggregate, however hot the key, so a lookup
+  stays small. Batch does not reuse SlidingWindows: each element would be
+  copied into W / P windows (36 copies for 3h at 5min).
 
 The per-period statistics (count, and sum/min/max of each value column) and the
 final formula (`finalize`) are shared by both paths.
@@ -27,6 +28,7 @@ final formula (`finalize`) are shared by both paths.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Iterable, Sequence
 
@@ -37,7 +39,8 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from schemas.spec import Aggregate, AggregateFunction, DatasetSpec
-from transforms.validation import aggregate_arrow_type, arrow_schema, rows_schema
+from transforms.spill import SpillToFiles
+from transforms.validation import aggregate_arrow_type, rows_schema
 
 # A block holds this many periods (or the longest window, if longer): large enough
 # that a batch of rows spread over a year makes few (entity, block) groups, small
@@ -203,14 +206,37 @@ def entity_codes(
     return codes, list(lookup)
 
 
-class _KeyByEntityBlockDoFn(beam.DoFn):
-    """RecordBatch -> ((entity, block), PeriodStats) on 'stats' and
-    ((entity, block), row sub-batch as Arrow IPC body bytes) on 'rows'.
+@dataclasses.dataclass
+class EntityBlocks:
+    """A batch's rows grouped by (entity, block) for one aggregate group.
 
-    The stats of periods in the last W of a block also go to the next block, whose
-    first windows reach back into this one. Sub-batches travel as bytes without
-    their schema: pickling many small RecordBatches (schema included each time)
-    cost more than the rest of the aggregation.
+    `segments` holds, per (entity, block) present, the key and the row indices.
+    """
+
+    periods: np.ndarray
+    segments: list[tuple[tuple, np.ndarray]]
+
+    @classmethod
+    def of(cls, batch: pa.RecordBatch, group: AggregateGroup, timestamp_column: str):
+        seconds = batch.column(timestamp_column).to_numpy(zero_copy_only=False)
+        periods = np.floor_divide(seconds, group.period_seconds)
+        blocks = np.floor_divide(periods, group.block_periods)
+        codes, entities = entity_codes(batch, group.key_columns)
+        order = np.lexsort((blocks, codes))
+        changes = (np.diff(codes[order]) != 0) | (np.diff(blocks[order]) != 0)
+        segments = [
+            ((entities[codes[rows[0]]], int(blocks[rows[0]])), rows)
+            for rows in np.split(order, np.flatnonzero(changes) + 1)
+            if len(rows)
+        ]
+        return cls(periods, segments)
+
+
+class _BlockStatsDoFn(beam.DoFn):
+    """RecordBatch -> ((entity, block), PeriodStats) of its rows, per (entity, block).
+
+    The stats of periods in the last W of a block also go to the next block,
+    whose first windows reach back into this one.
     """
 
     def __init__(self, group: AggregateGroup, timestamp_column: str):
@@ -219,30 +245,20 @@ class _KeyByEntityBlockDoFn(beam.DoFn):
 
     def process(self, batch: pa.RecordBatch) -> Iterable:
         group = self._group
-        seconds = batch.column(self._timestamp_column).to_numpy(zero_copy_only=False)
-        periods = np.floor_divide(seconds, group.period_seconds)
-        blocks = np.floor_divide(periods, group.block_periods)
-        codes, entities = entity_codes(batch, group.key_columns)
-        order = np.lexsort((blocks, codes))
-        changes = (np.diff(codes[order]) != 0) | (np.diff(blocks[order]) != 0)
-        boundaries = np.flatnonzero(changes) + 1
+        grouped = EntityBlocks.of(batch, group, self._timestamp_column)
         values = {
             name: batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
             for name in group.value_columns
         }
         spill_start = group.block_periods - group.max_window_periods
-        for rows in np.split(order, boundaries):
-            entity = entities[codes[rows[0]]]
-            block = int(blocks[rows[0]])
+        for (entity, block), rows in grouped.segments:
             stats = PeriodStats.from_rows(
-                periods[rows], {name: column[rows] for name, column in values.items()}
+                grouped.periods[rows], {name: column[rows] for name, column in values.items()}
             )
-            yield beam.pvalue.TaggedOutput("stats", ((entity, block), stats))
+            yield (entity, block), stats
             tail = stats.periods - block * group.block_periods >= spill_start
             if tail.any():
-                yield beam.pvalue.TaggedOutput("stats", ((entity, block + 1), stats.select(tail)))
-            rows_bytes = batch.take(pa.array(rows)).serialize().to_pybytes()
-            yield beam.pvalue.TaggedOutput("rows", ((entity, block), rows_bytes))
+                yield (entity, block + 1), stats.select(tail)
 
 
 class MergePeriodStats(beam.CombineFn):
@@ -267,7 +283,8 @@ class MergePeriodStats(beam.CombineFn):
 
 
 def _block_window_values(element, group: AggregateGroup):
-    """((entity, block), stats) -> ((entity, block), (query periods, {name: values}))."""
+    """((entity, block), stats) -> ((entity, block), (query periods, {name: values}))
+    for the periods of the block that hold rows."""
     (entity, block), stats = element
     own = stats.periods >= block * group.block_periods
     query = stats.periods[own]
@@ -277,106 +294,145 @@ def _block_window_values(element, group: AggregateGroup):
     return (entity, block), (query, values)
 
 
-class _JoinRowsDoFn(beam.DoFn):
-    """CoGroupByKey result -> the (entity, block)'s rows with aggregate columns added."""
+class BlockValuesCache:
+    """Window values per (entity, block), looked up in a side input, kept for reuse
+    up to `max_bytes` (least recently used out first).
 
-    def __init__(self, group: AggregateGroup, timestamp_column: str, schema: pa.Schema):
-        self._group = group
-        self._timestamp_column = timestamp_column
-        self._schema = schema
-        self._rows_joined = Metrics.counter("preprocess", f"aggregate_rows_{group.label}")
-
-    def process(self, element) -> Iterable[pa.RecordBatch]:
-        _, grouped = element
-        computed = list(grouped["values"])
-        for rows_bytes in grouped["rows"]:
-            rows = pa.ipc.read_record_batch(pa.py_buffer(rows_bytes), self._schema)
-            if len(computed) != 1:
-                raise ValueError(f"expected one set of window values, got {len(computed)}")
-            query, values = computed[0]
-            seconds = rows.column(self._timestamp_column).to_numpy(zero_copy_only=False)
-            row_periods = np.floor_divide(seconds, self._group.period_seconds)
-            positions = np.searchsorted(query, row_periods)
-            if not np.array_equal(query[np.minimum(positions, len(query) - 1)], row_periods):
-                raise ValueError("a row's period has no window value; stats and rows disagree")
-            for aggregate in self._group.aggregates:
-                column = pa.array(
-                    values[aggregate.name][positions], type=aggregate_arrow_type(aggregate)
-                )
-                rows = rows.append_column(aggregate.name, column)
-            self._rows_joined.inc(rows.num_rows)
-            yield rows
-
-
-class ComputeAggregateGroup(beam.PTransform):
-    """Adds one group's aggregate columns to every row.
-
-    Input and output: bounded PCollection[pa.RecordBatch]; input batches have
-    `schema`, output batches are per (entity, block) and carry one more column
-    per aggregate of the group. Counter: aggregate_rows_<group>.
+    A batch touches many (entity, block)s and the next batch mostly the same
+    ones; each lookup in a runner's side input decodes the block again.
     """
 
-    def __init__(self, group: AggregateGroup, timestamp_column: str, schema: pa.Schema):
+    def __init__(self, max_bytes: int):
+        self._max_bytes = max_bytes
+        self._entries: collections.OrderedDict = collections.OrderedDict()
+        self._bytes = 0
+
+    def get(self, key, lookup):
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry
+        found = list(lookup[key])
+        if len(found) != 1:
+            raise ValueError(
+                f"expected one set of window values for {key!r}, got {len(found)}; "
+                "the statistics and the rows disagree"
+            )
+        entry = found[0]
+        query, values = entry
+        size = query.nbytes + sum(array.nbytes for array in values.values())
+        self._entries[key] = entry
+        self._bytes += size
+        while self._bytes > self._max_bytes and len(self._entries) > 1:
+            _, (old_query, old_values) = self._entries.popitem(last=False)
+            self._bytes -= old_query.nbytes + sum(a.nbytes for a in old_values.values())
+        return entry
+
+
+class _JoinValuesDoFn(beam.DoFn):
+    """RecordBatch -> the same rows with every group's aggregate columns appended,
+    from the window values of each group (side inputs keyed by (entity, block))."""
+
+    # Per worker: enough for every block of a few thousand entities' busy periods.
+    CACHE_BYTES = 256 << 20
+
+    def __init__(self, groups: Sequence[AggregateGroup], timestamp_column: str):
+        self._groups = list(groups)
+        self._timestamp_column = timestamp_column
+        self._rows_joined = Metrics.counter("preprocess", "aggregate_rows")
+
+    def start_bundle(self):
+        # Side inputs may differ between bundles of different windows; batch runs
+        # have one window, and a bundle reuses what it looked up.
+        self._caches = [BlockValuesCache(self.CACHE_BYTES) for _ in self._groups]
+
+    def process(self, batch: pa.RecordBatch, *group_values) -> Iterable[pa.RecordBatch]:
+        for group, lookup, cache in zip(self._groups, group_values, self._caches, strict=True):
+            grouped = EntityBlocks.of(batch, group, self._timestamp_column)
+            columns = {
+                a.name: np.empty(batch.num_rows, dtype=np.int64 if _is_count(a) else np.float64)
+                for a in group.aggregates
+            }
+            for key, rows in grouped.segments:
+                query, values = cache.get(key, lookup)
+                row_periods = grouped.periods[rows]
+                positions = np.searchsorted(query, row_periods)
+                found = query[np.minimum(positions, len(query) - 1)] if len(query) else query
+                if not len(query) or not np.array_equal(found, row_periods):
+                    raise ValueError(
+                        f"a row's period has no window value in {key!r}; "
+                        "the statistics and the rows disagree"
+                    )
+                for name, column in columns.items():
+                    column[rows] = values[name][positions]
+            for aggregate in group.aggregates:
+                batch = batch.append_column(
+                    aggregate.name,
+                    pa.array(columns[aggregate.name], type=aggregate_arrow_type(aggregate)),
+                )
+        self._rows_joined.inc(batch.num_rows)
+        yield batch
+
+
+def _is_count(aggregate: Aggregate) -> bool:
+    return aggregate.agg is AggregateFunction.COUNT
+
+
+class BlockWindowValues(beam.PTransform):
+    """PCollection[pa.RecordBatch] of rows -> ((entity, block), (query periods,
+    {aggregate name: values})) for one aggregate group: the value of each of its
+    aggregates for every period of the block that holds rows."""
+
+    def __init__(self, group: AggregateGroup, timestamp_column: str):
         super().__init__()
         self._group = group
         self._timestamp_column = timestamp_column
-        self._schema = schema
 
     def expand(self, batches):
-        group = self._group
-        keyed = batches | "KeyByEntityBlock" >> beam.ParDo(
-            _KeyByEntityBlockDoFn(group, self._timestamp_column)
-        ).with_outputs("stats", "rows")
-        values = (
-            keyed.stats
-            | "MergePeriodStats" >> beam.CombinePerKey(MergePeriodStats())
-            | "WindowValues" >> beam.Map(_block_window_values, group)
-        )
         return (
-            {"values": values, "rows": keyed.rows}
-            | "GroupWithRows" >> beam.CoGroupByKey()
-            | "JoinValues" >> beam.ParDo(_JoinRowsDoFn(group, self._timestamp_column, self._schema))
+            batches
+            | "BlockStats" >> beam.ParDo(_BlockStatsDoFn(self._group, self._timestamp_column))
+            | "MergePeriodStats" >> beam.CombinePerKey(MergePeriodStats())
+            | "WindowValues" >> beam.Map(_block_window_values, self._group)
         )
-
-
-def _concat(batches: list[pa.RecordBatch], names: list[str]) -> Iterable[pa.RecordBatch]:
-    # BatchElements emits an empty list before an element larger than its maximum.
-    if batches:
-        yield pa.concat_batches([batch.select(names) for batch in batches])
 
 
 class JoinAggregates(beam.PTransform):
     """Adds every aggregate of the spec as a column of the validated rows.
 
     Input: bounded PCollection[pa.RecordBatch] (schema of validated rows).
-    Output: PCollection[pa.RecordBatch] with the aggregate columns appended in
-    spec order, re-batched to about `batch_rows` rows for tf.Transform.
+    Output: the same rows in the same batches, with the aggregate columns
+    appended in spec order.
+
+    Only small per-period statistics are grouped by key. The rows themselves
+    wait for the window values in files under `spill_dir` (transforms.spill),
+    then each batch looks its values up in side inputs keyed by (entity, block),
+    so no runner ever shuffles or holds the rows. `spill_dir` must be visible
+    to every worker.
     """
 
-    def __init__(self, spec: DatasetSpec, batch_rows: int = 4096):
+    def __init__(self, spec: DatasetSpec, spill_dir: str):
         super().__init__()
         self._spec = spec
         self._groups = group_aggregates(spec)
-        self._batch_rows = batch_rows
+        self._spill_dir = spill_dir
 
     def expand(self, batches):
         if not self._groups:
             return batches
-        schema = arrow_schema(self._spec)
-        for group in self._groups:
-            batches = batches | f"Aggregate[{group.label}]" >> ComputeAggregateGroup(
-                group, self._spec.timestamp_column, schema
-            )
-            for aggregate in group.aggregates:
-                schema = schema.append(pa.field(aggregate.name, aggregate_arrow_type(aggregate)))
-        names = rows_schema(self._spec).names
-        return (
+        timestamp = self._spec.timestamp_column
+        group_values = [
+            batches | f"WindowValues[{group.label}]" >> BlockWindowValues(group, timestamp)
+            for group in self._groups
+        ]
+        joined = (
             batches
-            | "RebatchRows"
-            >> beam.BatchElements(
-                min_batch_size=self._batch_rows // 4,
-                max_batch_size=self._batch_rows,
-                element_size_fn=lambda batch: batch.num_rows,
+            | "SpillRows" >> SpillToFiles(self._spill_dir)
+            | "JoinValues"
+            >> beam.ParDo(
+                _JoinValuesDoFn(self._groups, timestamp),
+                *(beam.pvalue.AsMultiMap(values) for values in group_values),
             )
-            | "ConcatBatches" >> beam.FlatMap(_concat, names)
         )
+        names = rows_schema(self._spec).names
+        return joined | "SpecOrder" >> beam.Map(lambda batch: batch.select(names))

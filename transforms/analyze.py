@@ -4,27 +4,36 @@ Validated rows arrive as flat Arrow batches (one nullable value per row and
 column). `to_tfxio_batch` turns them into the list-of-values columns that
 tf.Transform's TensorAdapter reads, plus a passthrough copy of the record key,
 so no Python dict per row is ever built. The analysis runs on the train split
-only, and the one resulting transform_fn transforms every split.
+only, and the one resulting transform_fn transforms every split, all splits in
+one pass: each row carries its split's index through tf.Transform as a second
+passthrough column, and the transformed batches are partitioned by it again.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindows
 
 from schemas.spec import DatasetSpec
 from transforms.progress import PhaseProgress
+from transforms.spill import SpillToFiles
 
 # tf.Transform refuses passthrough columns that are also graph inputs, and the key
 # column is a raw column, so it travels under this name and gets its own back in
 # the encoded examples.
 PASSTHROUGH_KEY = "__record_key__"
+# The split index (position in spec.split_names) of each row, carried through the
+# transform like the key, so one transform stage serves every split: each stage
+# costs a transform_fn load and a runner round trip, which dominated small splits.
+SPLIT_COLUMN = "__split__"
+# Rows per batch into the transform. Each batch costs a TF graph call whatever its
+# size, and splitting rows leaves small eval and test batches, which transformed
+# at half the rows/s of train; rows of all splits share batches here.
+TRANSFORM_BATCH_ROWS = 8192
 # Output key of the transform_fn beside the split names (which cannot contain '[').
 TRANSFORM_FN = "[transform_fn]"
 
@@ -34,7 +43,9 @@ def transformed_batches_key(split: str) -> str:
     return f"[transformed]{split}"
 
 
-def tfxio_arrow_schema(spec: DatasetSpec) -> pa.Schema:
+def tfxio_arrow_schema(spec: DatasetSpec, with_split: bool = False) -> pa.Schema:
+    """The TFXIO layout of validated rows, plus the record key passthrough and, with
+    `with_split`, the SPLIT_COLUMN passthrough (the batch job's; streaming has no splits)."""
     from transforms.validation import rows_schema
 
     fields = []
@@ -43,6 +54,8 @@ def tfxio_arrow_schema(spec: DatasetSpec) -> pa.Schema:
         fields.append(pa.field(field.name, pa.large_list(value_type)))
     key_type = _tfxio_value_type(rows_schema(spec).field(spec.key_column).type)
     fields.append(pa.field(PASSTHROUGH_KEY, pa.large_list(key_type)))
+    if with_split:
+        fields.append(pa.field(SPLIT_COLUMN, pa.large_list(pa.int64())))
     return pa.schema(fields)
 
 
@@ -64,7 +77,8 @@ def to_list_array(values: pa.Array, value_type: pa.DataType) -> pa.Array:
 
 
 def to_tfxio_batch(batch: pa.RecordBatch, schema: pa.Schema, key_column: str) -> pa.RecordBatch:
-    """Flat validated rows -> the TFXIO layout described by `schema`."""
+    """Flat validated rows -> the TFXIO layout described by `schema` (a
+    SPLIT_COLUMN in `schema` is read from the batch's own, see with_split_index)."""
     arrays = []
     for field in schema:
         source = key_column if field.name == PASSTHROUGH_KEY else field.name
@@ -72,8 +86,37 @@ def to_tfxio_batch(batch: pa.RecordBatch, schema: pa.Schema, key_column: str) ->
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def tensor_adapter_config(spec: DatasetSpec):
-    """TensorAdapterConfig of the raw columns for tf.Transform."""
+def with_split_index(batch: pa.RecordBatch, index: int) -> pa.RecordBatch:
+    """The batch with a SPLIT_COLUMN holding `index` on every row."""
+    return batch.append_column(SPLIT_COLUMN, pa.array(np.full(batch.num_rows, index, np.int64)))
+
+
+def split_indices(batch: pa.RecordBatch) -> np.ndarray:
+    """The split index of every row of a transformed batch (its SPLIT_COLUMN)."""
+    column = batch.column(batch.schema.get_field_index(SPLIT_COLUMN))
+    if column.null_count or len(column.flatten()) != batch.num_rows:
+        raise ValueError(f"{SPLIT_COLUMN} must hold exactly one split index per row")
+    return column.flatten().to_numpy(zero_copy_only=False)
+
+
+class _PartitionBySplitDoFn(beam.DoFn):
+    """(transformed RecordBatch, passthrough dict) -> the batch's rows of each split,
+    without SPLIT_COLUMN, on the output tagged with the split's name."""
+
+    def __init__(self, split_names: list[str]):
+        self._split_names = split_names
+
+    def process(self, element: tuple[pa.RecordBatch, dict]) -> Iterable:
+        batch, _ = element
+        indices = split_indices(batch)
+        batch = batch.drop_columns([SPLIT_COLUMN])
+        for index in np.unique(indices):
+            rows = batch.filter(pa.array(indices == index))
+            yield beam.pvalue.TaggedOutput(self._split_names[int(index)], rows)
+
+
+def tensor_adapter_config(spec: DatasetSpec, with_split: bool = False):
+    """TensorAdapterConfig of the raw columns for tf.Transform (see tfxio_arrow_schema)."""
     from tensorflow_transform.tf_metadata import schema_utils
     from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
@@ -81,12 +124,12 @@ def tensor_adapter_config(spec: DatasetSpec):
 
     schema = schema_utils.schema_from_feature_spec(raw_feature_spec(spec))
     representations = tensor_representation_util.InferTensorRepresentationsFromSchema(schema)
-    return tensor_adapter.TensorAdapterConfig(tfxio_arrow_schema(spec), representations)
+    return tensor_adapter.TensorAdapterConfig(tfxio_arrow_schema(spec, with_split), representations)
 
 
 class _EncodeExamplesDoFn(beam.DoFn):
-    """(transformed RecordBatch, passthrough dict) -> the batch's serialized
-    tf.train.Examples, as one list (transforms.tfrecords writes them a batch at a time).
+    """Transformed RecordBatch -> the batch's serialized tf.train.Examples, as one
+    list (transforms.tfrecords writes them a batch at a time).
 
     Each example carries the record key under the key column's own name.
     """
@@ -100,10 +143,7 @@ class _EncodeExamplesDoFn(beam.DoFn):
         self._encoder = RecordBatchToExamplesEncoder()
         self._progress = PhaseProgress("transform and encode")
 
-    def process(self, element: tuple[pa.RecordBatch, dict]) -> Iterable[list[bytes]]:
-        # tf.Transform appends passthrough columns of the batch's length to the
-        # transformed batch itself; the dict only holds single-value passthroughs.
-        batch, _ = element
+    def process(self, batch: pa.RecordBatch) -> Iterable[list[bytes]]:
         if PASSTHROUGH_KEY not in batch.schema.names:
             raise ValueError(f"transformed batch lacks the record key column {PASSTHROUGH_KEY}")
         names = [self._key_column if n == PASSTHROUGH_KEY else n for n in batch.schema.names]
@@ -111,62 +151,30 @@ class _EncodeExamplesDoFn(beam.DoFn):
         yield self._encoder.encode(batch.rename_columns(names))
 
 
-class _SpillBatchesDoFn(beam.DoFn):
-    """RecordBatches -> at the end of each bundle, the path of one Arrow IPC stream
-    file in `directory` holding all the bundle's batches (no output for an empty
-    bundle). Files are named uniquely, so a retried bundle never overwrites the
-    file of a bundle that succeeded; only the paths that are output get read.
-    """
-
-    def __init__(self, directory: str):
-        self._directory = directory
-
-    def start_bundle(self):
-        self._path = self._handle = self._writer = None
-
-    def process(self, batch: pa.RecordBatch) -> Iterable:
-        if self._writer is None:
-            self._path = FileSystems.join(self._directory, f"{uuid.uuid4().hex}.arrows")
-            self._handle = FileSystems.create(self._path)
-            self._writer = pa.ipc.new_stream(self._handle, batch.schema)
-        self._writer.write_batch(batch)
-        return ()
-
-    def finish_bundle(self):
-        if self._writer is None:
-            return
-        self._writer.close()
-        self._handle.close()
-        yield GlobalWindows.windowed_value(self._path)
+def _concat_batches(batches: list[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
+    # BatchElements emits an empty list before an element larger than its maximum.
+    if batches:
+        yield batches[0] if len(batches) == 1 else pa.concat_batches(batches)
 
 
-def read_spilled_batches(path: str) -> Iterable[pa.RecordBatch]:
-    """The RecordBatches of one file written by _SpillBatchesDoFn."""
-    with FileSystems.open(path) as handle:
-        yield from pa.ipc.open_stream(handle)
+class RebatchRows(beam.PTransform):
+    """PCollection[pa.RecordBatch] -> the same rows in batches of about `rows` rows
+    (fewer at the end of a bundle); one schema throughout."""
 
-
-class SpillToFiles(beam.PTransform):
-    """PCollection[pa.RecordBatch] -> the same batches, read back from files.
-
-    Why: the transform phase needs the transform_fn, which exists only once the
-    analysis has seen every train row. Until then a runner must keep the rows
-    somewhere, and the local runners keep them in memory, so memory grew with
-    the input. Written once as Arrow IPC files under `directory` (cheap to write
-    and read, and visible to every worker when `directory` is), the rows cost
-    disk instead, and peak memory stays flat.
-    """
-
-    def __init__(self, directory: str):
+    def __init__(self, rows: int):
         super().__init__()
-        self._directory = directory
+        self._rows = rows
 
     def expand(self, batches):
         return (
             batches
-            | "WriteSpills" >> beam.ParDo(_SpillBatchesDoFn(self._directory))
-            | "SpreadSpills" >> beam.Reshuffle()
-            | "ReadSpills" >> beam.FlatMap(read_spilled_batches)
+            | "Batch"
+            >> beam.BatchElements(
+                min_batch_size=self._rows // 2,
+                max_batch_size=self._rows,
+                element_size_fn=lambda batch: batch.num_rows,
+            )
+            | "Concat" >> beam.FlatMap(_concat_batches)
         )
 
 
@@ -183,8 +191,15 @@ class AnalyzeAndTransform(beam.PTransform):
     worker (a path under the output or --temp_location, never a local mkdtemp).
     """
 
-    def __init__(self, spec: DatasetSpec, temp_dir: str, analyze_split: str = "train"):
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        temp_dir: str,
+        analyze_split: str = "train",
+        transform_batch_rows: int = TRANSFORM_BATCH_ROWS,
+    ):
         super().__init__()
+        self._transform_batch_rows = transform_batch_rows
         if analyze_split not in spec.split_names:
             raise ValueError(f"analyze split {analyze_split!r} is not one of {spec.split_names}")
         self._spec = spec
@@ -197,33 +212,43 @@ class AnalyzeAndTransform(beam.PTransform):
         from transforms.preprocessing import make_preprocessing_fn
 
         spec = self._spec
-        config = tensor_adapter_config(spec)
+        config = tensor_adapter_config(spec, with_split=True)
         schema = config.arrow_schema
-        analyze_input = splits[self._analyze_split] | f"ToTfxio[{self._analyze_split}]" >> (
+        split_names = list(splits)
+        tagged = {
+            split: batches | f"TagSplit[{split}]" >> beam.Map(with_split_index, index)
+            for index, (split, batches) in enumerate(splits.items())
+        }
+        analyze_input = tagged[self._analyze_split] | f"ToTfxio[{self._analyze_split}]" >> (
             beam.Map(to_tfxio_batch, schema, spec.key_column)
         )
-        transform_inputs = {
-            split: batches
-            | f"Spill[{split}]" >> SpillToFiles(FileSystems.join(self._temp_dir, "spill", split))
-            | f"SpilledToTfxio[{split}]" >> beam.Map(to_tfxio_batch, schema, spec.key_column)
-            for split, batches in splits.items()
-        }
-        with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys={PASSTHROUGH_KEY}):
+        # Every split waits for the analysis in one set of spill files, and goes
+        # through one transform stage.
+        transform_input = (
+            list(tagged.values())
+            | "FlattenSplits" >> beam.Flatten()
+            | "Spill" >> SpillToFiles(FileSystems.join(self._temp_dir, "spill"))
+            | "Rebatch" >> RebatchRows(self._transform_batch_rows)
+            | "SpilledToTfxio" >> beam.Map(to_tfxio_batch, schema, spec.key_column)
+        )
+        passthrough = {PASSTHROUGH_KEY, SPLIT_COLUMN}
+        with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys=passthrough):
             transform_fn = (
                 analyze_input,
                 config,
             ) | f"Analyze[{self._analyze_split}]" >> tft_beam.AnalyzeDataset(
                 make_preprocessing_fn(spec)
             )
-            examples = {}
-            for split, batches in transform_inputs.items():
-                transformed, _ = ((batches, config), transform_fn) | f"Transform[{split}]" >> (
-                    tft_beam.TransformDataset(output_record_batches=True)
-                )
-                examples[split] = transformed | f"Encode[{split}]" >> beam.ParDo(
-                    _EncodeExamplesDoFn(spec.key_column)
-                )
-                examples[transformed_batches_key(split)] = transformed | (
-                    f"TransformedBatches[{split}]" >> beam.Map(lambda element: element[0])
-                )
-        return {**examples, TRANSFORM_FN: transform_fn}
+            transformed, _ = ((transform_input, config), transform_fn) | "Transform" >> (
+                tft_beam.TransformDataset(output_record_batches=True)
+            )
+        by_split = transformed | "PartitionBySplit" >> beam.ParDo(
+            _PartitionBySplitDoFn(split_names)
+        ).with_outputs(*split_names)
+        outputs = {TRANSFORM_FN: transform_fn}
+        for split in split_names:
+            outputs[split] = by_split[split] | f"Encode[{split}]" >> beam.ParDo(
+                _EncodeExamplesDoFn(spec.key_column)
+            )
+            outputs[transformed_batches_key(split)] = by_split[split]
+        return outputs
