@@ -75,6 +75,61 @@ def test_near_valid_csv_rows_are_rows_or_dead_letters(rows):
     assert parsed.valid.schema.names[: len(HEADER)] == list(HEADER)
 
 
+def assert_same_parse(first, second) -> None:
+    """The same rows, dead letters and header count (in any order)."""
+
+    def rows(batch):
+        return sorted(json.dumps(row, sort_keys=True, default=str) for row in batch.to_pylist())
+
+    def letters(records):
+        return sorted(json.dumps(record, sort_keys=True) for record in records)
+
+    assert first.valid.schema.equals(second.valid.schema)
+    assert rows(first.valid) == rows(second.valid)
+    assert letters(first.dead_letters) == letters(second.dead_letters)
+    assert first.header_lines == second.header_lines
+
+
+@FUZZ
+@given(
+    st.lists(st.lists(field_text, min_size=9, max_size=13), min_size=1, max_size=10),
+    st.lists(st.sampled_from([b"", b"\r", b"\r\r"]), min_size=10, max_size=10),
+    st.integers(0, 10),
+)
+def test_the_block_path_parses_exactly_like_the_line_path(rows, endings, header_at):
+    """Batches of clean lines skip the per-line Python work (LineParser's block
+    path); whatever it accepts must come out exactly as line by line."""
+    lines = []
+    for fields, ending in zip(rows, endings, strict=False):
+        merged = list(GOOD_FIELDS)
+        for index, text in enumerate(fields[: len(merged)]):
+            if index % 4 == len(fields) % 4:
+                merged[index] = text
+        lines.append(",".join(merged).encode("utf-8", errors="surrogatepass") + ending)
+    lines.insert(min(header_at, len(lines)), ",".join(HEADER).encode())
+    lines.insert(min(header_at + 1, len(lines)), b"")
+    lines.append(b"a,b,c")
+    records = [(SOURCE, line) for line in lines]
+    parser = LineParser(SPEC, {SOURCE: LAYOUT})
+    line_by_line = parser._parse_each_line(records)
+    block = parser._parse_clean_block(records)
+    if block is not None:
+        assert_same_parse(block, line_by_line)
+    assert_same_parse(parser.parse(records), line_by_line)
+
+
+def test_clean_batches_take_the_block_path():
+    lines = [(SOURCE, ",".join(GOOD_FIELDS).encode() + b"\r") for _ in range(50)]
+    # Structurally clean lines with bad values still take it, and are dead letters.
+    lines[7] = (SOURCE, ",".join([*GOOD_FIELDS[:-1], "abc"]).encode())
+    lines[9] = (SOURCE, ",".join([*GOOD_FIELDS[:1], "yesterday", *GOOD_FIELDS[2:]]).encode())
+    parser = LineParser(SPEC, {SOURCE: LAYOUT})
+    block = parser._parse_clean_block(lines)
+    assert block is not None and block.valid.num_rows == 48
+    assert [d["column"] for d in block.dead_letters] == ["fare_amount", "pickup_datetime"]
+    assert_same_parse(block, parser._parse_each_line(lines))
+
+
 @FUZZ
 @given(st.binary(max_size=400), st.integers(1, 64), st.integers(1, 16))
 def test_any_bytes_split_into_ranges_read_each_line_once(data, range_bytes, chunk_bytes):
