@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from schemas.spec import DatasetSpec
 from transforms.progress import PhaseProgress
-from transforms.spill import SpillToFiles
+from transforms.spill import ReadSpillFiles, WriteSpillFiles
 
 # tf.Transform refuses passthrough columns that are also graph inputs, and the key
 # column is a raw column, so it travels under this name and gets its own back in
@@ -222,12 +222,16 @@ class AnalyzeAndTransform(beam.PTransform):
         analyze_input = tagged[self._analyze_split] | f"ToTfxio[{self._analyze_split}]" >> (
             beam.Map(to_tfxio_batch, schema, spec.key_column)
         )
-        # Every split waits for the analysis in one set of spill files, and goes
-        # through one transform stage.
+        # Every split waits for the analysis in spill files, and all go through one
+        # transform stage. The paths are flattened, not the rows (see WriteSpillFiles).
+        spill_dir = FileSystems.join(self._temp_dir, "spill")
         transform_input = (
-            list(tagged.values())
-            | "FlattenSplits" >> beam.Flatten()
-            | "Spill" >> SpillToFiles(FileSystems.join(self._temp_dir, "spill"))
+            [
+                batches | f"Spill[{split}]" >> WriteSpillFiles(spill_dir)
+                for split, batches in tagged.items()
+            ]
+            | "FlattenSpills" >> beam.Flatten()
+            | "ReadSpills" >> ReadSpillFiles()
             | "Rebatch" >> RebatchRows(self._transform_batch_rows)
             | "SpilledToTfxio" >> beam.Map(to_tfxio_batch, schema, spec.key_column)
         )

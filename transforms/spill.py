@@ -53,6 +53,35 @@ def read_spilled_batches(path: str) -> Iterable[pa.RecordBatch]:
         yield from pa.ipc.open_stream(handle)
 
 
+class WriteSpillFiles(beam.PTransform):
+    """PCollection[pa.RecordBatch] -> PCollection[str] of the paths of Arrow IPC
+    files under `directory` that hold the batches (one file per bundle).
+
+    The half of SpillToFiles that stays in the producing stage. Flatten the
+    paths of several PCollections rather than the batches themselves: a local
+    runner materializes a Flatten in memory, with all the rows.
+    """
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self._directory = directory
+
+    def expand(self, batches):
+        return batches | "WriteSpills" >> beam.ParDo(_SpillBatchesDoFn(self._directory))
+
+
+class ReadSpillFiles(beam.PTransform):
+    """PCollection[str] of WriteSpillFiles paths -> their batches, the files spread
+    over workers."""
+
+    def expand(self, paths):
+        return (
+            paths
+            | "SpreadSpills" >> beam.Reshuffle()
+            | "ReadSpills" >> beam.FlatMap(read_spilled_batches)
+        )
+
+
 class SpillToFiles(beam.PTransform):
     """PCollection[pa.RecordBatch] -> the same batches, read back from files.
 
@@ -68,9 +97,4 @@ class SpillToFiles(beam.PTransform):
         self._directory = directory
 
     def expand(self, batches):
-        return (
-            batches
-            | "WriteSpills" >> beam.ParDo(_SpillBatchesDoFn(self._directory))
-            | "SpreadSpills" >> beam.Reshuffle()
-            | "ReadSpills" >> beam.FlatMap(read_spilled_batches)
-        )
+        return batches | "Write" >> WriteSpillFiles(self._directory) | "Read" >> ReadSpillFiles()
