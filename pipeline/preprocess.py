@@ -20,6 +20,7 @@ import dataclasses
 import faulthandler
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -346,12 +347,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     out = OutputLayout(commit.staging_dir(root, run_id), run_id)
     temp_location = options.view_as(GoogleCloudOptions).temp_location
     keep_staging = False
+    watch = None
     try:
         with stop_signals_raise() as stop_state:
+            watch = children.WorkerWatch(stop_state.worker_lost)
             logging.info(
                 "phase: running the pipeline on %s%s", runner, _local_workers_note(options)
             )
-            with beam.Pipeline(options=options) as p:
+            with watch, beam.Pipeline(options=options) as p:
                 build_pipeline(p, options, spec, layouts, out=out)
             stop_state.check()
             logging.info("phase: reconciling counts and committing the outputs")
@@ -391,6 +394,10 @@ def run(argv: Sequence[str] | None = None) -> int:
             )
             commit.clear_staging_area(root)
         report_path = write_report(root)
+    except WorkerLost as error:
+        _discard_run(out, temp_location, keep_staging=False)
+        print(f"error: run failed: {error}; nothing was committed", file=sys.stderr)
+        return EXIT_FAILED
     except RunFailed as error:
         _discard_run(out, temp_location, keep_staging)
         print(f"error: run failed: {error}", file=sys.stderr)
@@ -401,6 +408,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as error:
         stop = _stop_in_chain(error)
+        lost = watch.lost if watch is not None else None
+        if isinstance(stop, WorkerLost) or lost:
+            # The runner may notice first, with a message that names no process.
+            logging.error("pipeline failed: %s: %s", type(error).__name__, error)
+            _discard_run(out, temp_location, keep_staging=False)
+            print(f"error: run failed: {lost or stop}; nothing was committed", file=sys.stderr)
+            return EXIT_FAILED
         if stop is not None:
             # Beam wraps an exception raised while it builds the graph.
             _discard_run(out, temp_location, keep_staging=False)
@@ -423,16 +437,31 @@ class StopRequested(Exception):
     """SIGINT or SIGTERM arrived (raised in the main thread by the handler)."""
 
 
+class WorkerLost(RunFailed):
+    """A worker process of the local runner ended abnormally (raised in the main
+    thread, which the runner would otherwise keep waiting for the worker)."""
+
+
 @dataclasses.dataclass
 class StopState:
-    """Which stop signal arrived, if any."""
+    """Which stop signal arrived, or which worker process was lost, if any."""
 
     signal_name: str | None = None
+    lost_worker: str | None = None
+
+    def worker_lost(self, message: str) -> None:
+        """Called from a watching thread: interrupts the main thread, whose
+        handler then raises WorkerLost."""
+        if self.lost_worker is None:
+            self.lost_worker = message
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def check(self) -> None:
-        """Raises StopRequested if a stop signal arrived, even if the exception the
-        handler raised was swallowed on its way up (some of the runner's threads
-        catch everything)."""
+        """Raises WorkerLost or StopRequested if a worker was lost or a stop signal
+        arrived, even if the exception the handler raised was swallowed on its way
+        up (some of the runner's threads catch everything)."""
+        if self.lost_worker:
+            raise WorkerLost(self.lost_worker)
         if self.signal_name:
             raise StopRequested(f"received {self.signal_name}")
 
@@ -445,6 +474,8 @@ def stop_signals_raise():
     state = StopState()
 
     def on_stop(signum, frame):
+        if state.lost_worker:
+            raise WorkerLost(state.lost_worker)
         state.signal_name = signal.Signals(signum).name
         raise StopRequested(f"received {state.signal_name}")
 
@@ -460,10 +491,10 @@ def stop_signals_raise():
 
 
 def _stop_in_chain(error: BaseException) -> BaseException | None:
-    """The KeyboardInterrupt or StopRequested that `error` wraps, if any."""
+    """The KeyboardInterrupt, StopRequested or WorkerLost that `error` wraps, if any."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt | StopRequested):
+        if isinstance(error, KeyboardInterrupt | StopRequested | WorkerLost):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__

@@ -1,9 +1,13 @@
-"""stop_descendants stops children and grandchildren, and nothing else."""
+"""stop_descendants stops children and grandchildren, and nothing else; WorkerWatch
+names a worker process that was killed."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -29,3 +33,41 @@ def test_every_process_below_a_root_is_found_and_stopped():
         assert children.descendants(shell.pid) == []
     finally:
         shell.kill()
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [(137, "was killed by SIGKILL"), (143, "was killed by SIGTERM"), (-9, "was killed by SIGKILL"),
+     (3, "exited with status 3")],
+)  # fmt: skip
+def test_exit_codes_are_described(code, expected):
+    assert children.describe_exit(code) == expected
+
+
+def test_the_worker_watch_names_a_killed_worker_once():
+    lost = []
+    # A stand-in for an SDK worker started through a shell, and for the runner's
+    # thread that waits for the shell and raises on a non-zero exit code.
+    sleeper = f"{sys.executable} -c 'import time; time.sleep(60)' {children.SDK_WORKER_MODULE}"
+    shell = subprocess.Popen(["sh", "-c", f"{sleeper}; exit $?"])
+
+    def wait_like_the_runner():
+        shell.wait()
+        if shell.returncode:
+            raise RuntimeError(f"Worker subprocess exited with return code {shell.returncode}")
+
+    try:
+        with children.WorkerWatch(lost.append, interval=0.05) as watch:
+            deadline = time.monotonic() + 10
+            while not watch._workers and time.monotonic() < deadline:
+                time.sleep(0.05)
+            (worker,) = watch._workers
+            waiter = threading.Thread(target=wait_like_the_runner)
+            waiter.start()
+            assert lost == []
+            os.kill(worker, signal.SIGKILL)
+            waiter.join(timeout=10)
+    finally:
+        shell.kill()
+        shell.wait()
+    assert lost == [f"worker process {worker} was killed by SIGKILL"]

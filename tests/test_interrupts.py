@@ -115,6 +115,36 @@ def test_a_stopped_run_exits_130_and_leaves_nothing(trips, tmp_path, signum):
     assert not workers_outlived_the_run
 
 
+def worker_pids(process: subprocess.Popen) -> list[int]:
+    """The SDK worker processes that the run started."""
+    from pipeline.children import descendants, is_sdk_worker
+
+    return [pid for pid in descendants(process.pid) if is_sdk_worker(pid)]
+
+
+def test_a_killed_worker_process_fails_the_run_cleanly(trips, tmp_path):
+    output_dir = str(tmp_path / "out")
+    process = start_run(trips, output_dir)  # the default: two worker processes
+    try:
+        wait_for_line(process, "read and validate started")
+        workers = worker_pids(process)
+        assert len(workers) == 2, workers
+        os.kill(workers[0], signal.SIGKILL)
+        output, _ = process.communicate(timeout=300)
+        deadline = time.monotonic() + 30
+        while group_alive(process) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        workers_outlived_the_run = group_alive(process)
+    finally:
+        stop_process_group(process, grace_seconds=5)
+    assert process.returncode == 1, output[-3000:]
+    assert f"worker process {workers[0]}" in output, output[-3000:]
+    assert "nothing was committed" in output
+    assert not os.path.exists(os.path.join(output_dir, "manifest.json"))
+    assert not os.path.exists(output_dir) or os.listdir(output_dir) == []
+    assert not workers_outlived_the_run
+
+
 def test_sigkill_at_any_point_leaves_no_complete_looking_output(trips, tmp_path):
     rng = random.Random(8)
     output_dir = str(tmp_path / "out")
