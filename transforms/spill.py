@@ -17,19 +17,27 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
+# Rows per spill file. The files are spread over the workers that read them back,
+# so they must be many and alike: one file per bundle gave a worker all of the
+# train split's rows while the other read eval and test, then waited.
+SPILL_FILE_ROWS = 65_536
+
 
 class _SpillBatchesDoFn(beam.DoFn):
-    """RecordBatches -> at the end of each bundle, the path of one Arrow IPC stream
-    file in `directory` holding all the bundle's batches (no output for an empty
-    bundle). Files are named uniquely, so a retried bundle never overwrites the
-    file of a bundle that succeeded; only the paths that are output get read.
+    """RecordBatches -> the paths of Arrow IPC stream files in `directory` holding
+    them, a new file every `file_rows` rows or so and at the end of each bundle
+    (no output for an empty bundle). Files are named uniquely, so a retried
+    bundle never overwrites the file of a bundle that succeeded; only the paths
+    that are output get read.
     """
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, file_rows: int = SPILL_FILE_ROWS):
         self._directory = directory
+        self._file_rows = file_rows
 
     def start_bundle(self):
         self._path = self._handle = self._writer = None
+        self._rows = 0
 
     def process(self, batch: pa.RecordBatch) -> Iterable:
         if self._writer is None:
@@ -37,14 +45,19 @@ class _SpillBatchesDoFn(beam.DoFn):
             self._handle = FileSystems.create(self._path)
             self._writer = pa.ipc.new_stream(self._handle, batch.schema)
         self._writer.write_batch(batch)
-        return ()
+        self._rows += batch.num_rows
+        if self._rows >= self._file_rows:
+            yield self._close()
 
     def finish_bundle(self):
-        if self._writer is None:
-            return
+        if self._writer is not None:
+            yield GlobalWindows.windowed_value(self._close())
+
+    def _close(self) -> str:
         self._writer.close()
         self._handle.close()
-        yield GlobalWindows.windowed_value(self._path)
+        path, self._path, self._handle, self._writer, self._rows = self._path, None, None, None, 0
+        return path
 
 
 def read_spilled_batches(path: str) -> Iterable[pa.RecordBatch]:
@@ -55,19 +68,22 @@ def read_spilled_batches(path: str) -> Iterable[pa.RecordBatch]:
 
 class WriteSpillFiles(beam.PTransform):
     """PCollection[pa.RecordBatch] -> PCollection[str] of the paths of Arrow IPC
-    files under `directory` that hold the batches (one file per bundle).
+    files under `directory` that hold the batches (about SPILL_FILE_ROWS rows each).
 
     The half of SpillToFiles that stays in the producing stage. Flatten the
     paths of several PCollections rather than the batches themselves: a local
     runner materializes a Flatten in memory, with all the rows.
     """
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, file_rows: int = SPILL_FILE_ROWS):
         super().__init__()
         self._directory = directory
+        self._file_rows = file_rows
 
     def expand(self, batches):
-        return batches | "WriteSpills" >> beam.ParDo(_SpillBatchesDoFn(self._directory))
+        return batches | "WriteSpills" >> beam.ParDo(
+            _SpillBatchesDoFn(self._directory, self._file_rows)
+        )
 
 
 class ReadSpillFiles(beam.PTransform):
@@ -92,9 +108,14 @@ class SpillToFiles(beam.PTransform):
     input.
     """
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, file_rows: int = SPILL_FILE_ROWS):
         super().__init__()
         self._directory = directory
+        self._file_rows = file_rows
 
     def expand(self, batches):
-        return batches | "Write" >> WriteSpillFiles(self._directory) | "Read" >> ReadSpillFiles()
+        return (
+            batches
+            | "Write" >> WriteSpillFiles(self._directory, self._file_rows)
+            | "Read" >> ReadSpillFiles()
+        )
