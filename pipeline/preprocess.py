@@ -439,7 +439,7 @@ class StopRequested(Exception):
 
 class WorkerLost(RunFailed):
     """A worker process of the local runner ended abnormally (raised in the main
-    thread, which the runner would otherwise keep waiting for the worker)."""
+    thread, so that the run stops with a message that names the worker)."""
 
 
 @dataclasses.dataclass
@@ -448,13 +448,17 @@ class StopState:
 
     signal_name: str | None = None
     lost_worker: str | None = None
+    # Whether the stop handler is installed (only in the main thread).
+    handling_signals: bool = False
 
     def worker_lost(self, message: str) -> None:
         """Called from a watching thread: interrupts the main thread, whose
-        handler then raises WorkerLost."""
+        handler then raises WorkerLost. Without the handler (a run started off the
+        main thread) SIGTERM would kill the process, so it only records."""
         if self.lost_worker is None:
             self.lost_worker = message
-            os.kill(os.getpid(), signal.SIGTERM)
+            if self.handling_signals:
+                os.kill(os.getpid(), signal.SIGTERM)
 
     def check(self) -> None:
         """Raises WorkerLost or StopRequested if a worker was lost or a stop signal
@@ -483,9 +487,11 @@ def stop_signals_raise():
         yield state
         return
     previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    state.handling_signals = True
     try:
         yield state
     finally:
+        state.handling_signals = False
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
