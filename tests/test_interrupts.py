@@ -93,6 +93,23 @@ def assert_complete_and_unmixed(output_dir: str, staging_allowed: bool = False) 
     return manifest["run_id"]
 
 
+def finish(process: subprocess.Popen, timeout: float) -> tuple[str, bool]:
+    """Waits for a stopped or failing run; returns its output and whether any
+    process of its group (a worker) was still alive 30 s after it exited."""
+    output, _ = process.communicate(timeout=timeout)
+    deadline = time.monotonic() + 30
+    while group_alive(process) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return output, group_alive(process)
+
+
+def assert_nothing_left(output: str, output_dir: str, workers_outlived_the_run: bool) -> None:
+    assert "nothing was committed" in output
+    assert not os.path.exists(os.path.join(output_dir, "manifest.json"))
+    assert not os.path.exists(output_dir) or os.listdir(output_dir) == []
+    assert not workers_outlived_the_run
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stopped_run_exits_130_and_leaves_nothing(trips, tmp_path, signum):
     output_dir = str(tmp_path / "out")
@@ -101,18 +118,11 @@ def test_a_stopped_run_exits_130_and_leaves_nothing(trips, tmp_path, signum):
         wait_for_line(process, "phase: running the pipeline")
         time.sleep(8)  # into the pipeline: workers started, files being written
         process.send_signal(signum)
-        output, _ = process.communicate(timeout=120)
-        deadline = time.monotonic() + 30
-        while group_alive(process) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        workers_outlived_the_run = group_alive(process)
+        output, workers_outlived_the_run = finish(process, timeout=120)
     finally:
         stop_process_group(process, grace_seconds=5)
     assert process.returncode == 130, output[-3000:]
-    assert "nothing was committed" in output
-    assert not os.path.exists(os.path.join(output_dir, "manifest.json"))
-    assert not os.path.exists(output_dir) or os.listdir(output_dir) == []
-    assert not workers_outlived_the_run
+    assert_nothing_left(output, output_dir, workers_outlived_the_run)
 
 
 def worker_pids(process: subprocess.Popen) -> list[int]:
@@ -130,19 +140,12 @@ def test_a_killed_worker_process_fails_the_run_cleanly(trips, tmp_path):
         workers = worker_pids(process)
         assert len(workers) == 2, workers
         os.kill(workers[0], signal.SIGKILL)
-        output, _ = process.communicate(timeout=300)
-        deadline = time.monotonic() + 30
-        while group_alive(process) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        workers_outlived_the_run = group_alive(process)
+        output, workers_outlived_the_run = finish(process, timeout=300)
     finally:
         stop_process_group(process, grace_seconds=5)
     assert process.returncode == 1, output[-3000:]
     assert f"worker process {workers[0]}" in output, output[-3000:]
-    assert "nothing was committed" in output
-    assert not os.path.exists(os.path.join(output_dir, "manifest.json"))
-    assert not os.path.exists(output_dir) or os.listdir(output_dir) == []
-    assert not workers_outlived_the_run
+    assert_nothing_left(output, output_dir, workers_outlived_the_run)
 
 
 def test_sigkill_at_any_point_leaves_no_complete_looking_output(trips, tmp_path):
