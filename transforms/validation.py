@@ -458,9 +458,7 @@ class _Repeated(Sequence):
     def __len__(self) -> int:
         return self._count
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self._value] * len(range(*index.indices(self._count)))
+    def __getitem__(self, index: int):
         if not -self._count <= index < self._count:
             raise IndexError(index)
         return self._value
@@ -475,9 +473,7 @@ class _DecodedLines(Sequence):
     def __len__(self) -> int:
         return len(self._lines)
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [line.decode("utf-8") for line in self._lines[index]]
+    def __getitem__(self, index: int) -> str:
         return self._lines[index].decode("utf-8")
 
 
