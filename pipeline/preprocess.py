@@ -37,7 +37,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from pipeline import children, commit
+from pipeline import children, commit, local_determinism
 from pipeline import manifest as manifest_io
 from pipeline.dataflow import dry_run_requested, write_job_file
 from pipeline.logs import configure_logging
@@ -155,8 +155,11 @@ def build_pipeline(
                 quoted_newlines=spec.csv.allow_quoted_newlines,
             )
         else:
+            # A fixed size, so that a rerun cuts the same batches (see
+            # transforms.bigquery_source).
             line_batches = lines | "BatchLines" >> beam.BatchElements(
-                max_batch_size=preprocess.parse_batch_size
+                min_batch_size=preprocess.parse_batch_size,
+                max_batch_size=preprocess.parse_batch_size,
             )
         parsed = line_batches | "ValidateRows" >> ParseLineBatches(spec, layouts)
     tft_temp_dir = out.temp_dir(temp_location)
@@ -319,6 +322,15 @@ def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict[str
     return options, spec, layouts
 
 
+def _reproducible_locally(runner: str) -> contextlib.AbstractContextManager:
+    """Around build_pipeline: on the local batch runner, makes reruns bit-identical
+    (see pipeline.local_determinism); elsewhere does nothing."""
+    if runner != LOCAL_BATCH_RUNNER:
+        return contextlib.nullcontext()
+    local_determinism.ordered_local_buffers()
+    return local_determinism.without_hot_key_fanout()
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Runs the batch job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -355,7 +367,8 @@ def run(argv: Sequence[str] | None = None) -> int:
                 "phase: running the pipeline on %s%s", runner, _local_workers_note(options)
             )
             with watch, beam.Pipeline(options=options) as p:
-                build_pipeline(p, options, spec, layouts, out=out)
+                with _reproducible_locally(runner):
+                    build_pipeline(p, options, spec, layouts, out=out)
             stop_state.check()
             logging.info("phase: reconciling counts and committing the outputs")
             counts = reconcile_counts(manifest_io.read_json(out.counts_path), spec.split_names)

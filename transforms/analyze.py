@@ -158,8 +158,13 @@ def _concat_batches(batches: list[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
 
 
 class RebatchRows(beam.PTransform):
-    """PCollection[pa.RecordBatch] -> the same rows in batches of about `rows` rows
-    (fewer at the end of a bundle); one schema throughout."""
+    """PCollection[pa.RecordBatch] -> the same rows in batches of up to `rows` rows
+    (as many whole input batches as fit); one schema throughout.
+
+    The size is fixed rather than left to BatchElements' timing-based tuning:
+    TF kernels round the last few elements of a batch differently from the
+    rest (vectorized vs scalar math), so batches that change with timing would
+    change transformed values in their last bit from run to run."""
 
     def __init__(self, rows: int):
         super().__init__()
@@ -170,7 +175,7 @@ class RebatchRows(beam.PTransform):
             batches
             | "Batch"
             >> beam.BatchElements(
-                min_batch_size=self._rows // 2,
+                min_batch_size=self._rows,
                 max_batch_size=self._rows,
                 element_size_fn=lambda batch: batch.num_rows,
             )

@@ -158,9 +158,10 @@ class ValidateRecords(beam.PTransform):
         return (
             rows
             | "BatchRecords"
-            >> beam.BatchElements(
-                min_batch_size=min(256, self._batch_size), max_batch_size=self._batch_size
-            )
+            # A fixed size, not BatchElements' timing-based one: batches are
+            # the analyzers' units of partial results, so a rerun must cut the
+            # same batches to reproduce them exactly.
+            >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
             | "ParseBatch"
             >> beam.ParDo(_ParseRecordsDoFn(self._spec, self._source)).with_outputs(
                 DEAD_LETTER_TAG, "counts", main="valid"

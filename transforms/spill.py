@@ -9,6 +9,7 @@ as Arrow IPC files, the rows cost disk instead, and only their paths travel.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable
 
@@ -23,12 +24,39 @@ from apache_beam.transforms.window import GlobalWindows
 SPILL_FILE_ROWS = 65_536
 
 
+class _DigestingWriter:
+    """A writable file that keeps a digest of every byte written through it."""
+
+    def __init__(self, handle):
+        self._handle = handle
+        self._digest = hashlib.blake2b(digest_size=16)
+        self.closed = False
+
+    def write(self, data) -> int:
+        self._digest.update(data)
+        return self._handle.write(data)
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+        self.closed = True
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 class _SpillBatchesDoFn(beam.DoFn):
     """RecordBatches -> the paths of Arrow IPC stream files in `directory` holding
     them, a new file every `file_rows` rows or so and at the end of each bundle
-    (no output for an empty bundle). Files are named uniquely, so a retried
-    bundle never overwrites the file of a bundle that succeeded; only the paths
-    that are output get read.
+    (no output for an empty bundle).
+
+    A file is written under a unique temporary name, then renamed to the digest
+    of its bytes. A retried bundle thus never overwrites another bundle's file
+    with different rows, and the paths depend only on the rows: ReadSpillFiles
+    spreads the files over workers by path, so a rerun gives each worker the
+    same rows (see pipeline.local_determinism).
     """
 
     def __init__(self, directory: str, file_rows: int = SPILL_FILE_ROWS):
@@ -41,8 +69,8 @@ class _SpillBatchesDoFn(beam.DoFn):
 
     def process(self, batch: pa.RecordBatch) -> Iterable:
         if self._writer is None:
-            self._path = FileSystems.join(self._directory, f"{uuid.uuid4().hex}.arrows")
-            self._handle = FileSystems.create(self._path)
+            self._path = FileSystems.join(self._directory, f"writing-{uuid.uuid4().hex}")
+            self._handle = _DigestingWriter(FileSystems.create(self._path))
             self._writer = pa.ipc.new_stream(self._handle, batch.schema)
         self._writer.write_batch(batch)
         self._rows += batch.num_rows
@@ -56,7 +84,9 @@ class _SpillBatchesDoFn(beam.DoFn):
     def _close(self) -> str:
         self._writer.close()
         self._handle.close()
-        path, self._path, self._handle, self._writer, self._rows = self._path, None, None, None, 0
+        path = FileSystems.join(self._directory, f"{self._handle.hexdigest()}.arrows")
+        FileSystems.rename([self._path], [path])
+        self._path, self._handle, self._writer, self._rows = None, None, None, 0
         return path
 
 
@@ -86,6 +116,13 @@ class WriteSpillFiles(beam.PTransform):
         )
 
 
+def _each_copy(grouped: tuple) -> Iterable[str]:
+    """(path, [None, ...]) -> the path once per copy written."""
+    path, copies = grouped
+    for _ in copies:
+        yield path
+
+
 class ReadSpillFiles(beam.PTransform):
     """PCollection[str] of WriteSpillFiles paths -> their batches, the files spread
     over workers."""
@@ -93,7 +130,12 @@ class ReadSpillFiles(beam.PTransform):
     def expand(self, paths):
         return (
             paths
-            | "SpreadSpills" >> beam.Reshuffle()
+            # Spread by path, not by Reshuffle's random keys: the paths depend
+            # only on the rows, so a rerun gives each worker the same files.
+            | "KeyByPath" >> beam.Map(lambda path: (path, None))
+            | "SpreadSpills" >> beam.GroupByKey()
+            # Byte-identical files share a path; each copy is read.
+            | "UngroupSpills" >> beam.FlatMap(_each_copy)
             | "ReadSpills" >> beam.FlatMap(read_spilled_batches)
         )
 

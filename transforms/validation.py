@@ -547,9 +547,9 @@ class ParseAndValidate(beam.PTransform):
         return (
             lines
             | "BatchLines"
-            >> beam.BatchElements(
-                min_batch_size=min(256, self._batch_size), max_batch_size=self._batch_size
-            )
+            # A fixed size, so that a rerun cuts the same batches (see
+            # transforms.bigquery_source).
+            >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
             | "ParseLines" >> ParseLineBatches(self._spec, self._layouts)
         )
 
