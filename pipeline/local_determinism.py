@@ -34,16 +34,16 @@ of their bytes and spread by name (transforms.spill), not by random keys.
 Both functions touch private classes of Beam's FnApiRunner (apache-beam is
 pinned in constraints.txt); `check_supported()` fails loudly if a Beam upgrade
 moves them. tests/test_preprocess_e2e.py runs the whole job twice with two
-workers and compares the analysis and the examples bit for bit. Distributed runners merge in an order of their own,
-so there results agree with a local run to float rounding (pipeline.compare_runs),
-not bit for bit.
+workers and compares the analysis and the examples bit for bit. Distributed
+runners merge in an order of their own, so there results agree with a local
+run to float rounding (pipeline.compare_runs), not bit for bit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from apache_beam.runners.portability.fn_api_runner import execution
 from apache_beam.transforms import core

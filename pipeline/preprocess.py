@@ -366,9 +366,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             logging.info(
                 "phase: running the pipeline on %s%s", runner, _local_workers_note(options)
             )
-            with watch, beam.Pipeline(options=options) as p:
-                with _reproducible_locally(runner):
-                    build_pipeline(p, options, spec, layouts, out=out)
+            with watch, beam.Pipeline(options=options) as p, _reproducible_locally(runner):
+                build_pipeline(p, options, spec, layouts, out=out)
             stop_state.check()
             logging.info("phase: reconciling counts and committing the outputs")
             counts = reconcile_counts(manifest_io.read_json(out.counts_path), spec.split_names)

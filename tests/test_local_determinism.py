@@ -26,6 +26,10 @@ GROUPED_CODER = coders.WindowedValueCoder(
 )
 
 
+def grouping_buffer() -> execution.GroupingBuffer:
+    return execution.GroupingBuffer(KV_CODER, GROUPED_CODER, core.Windowing(window.GlobalWindows()))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def ordered():
     local_determinism.ordered_local_buffers()
@@ -35,7 +39,8 @@ def chunk(pairs) -> bytes:
     """One data-channel chunk holding the (key, value) pairs."""
     stream = create_OutputStream()
     for pair in pairs:
-        KV_CODER.get_impl().encode_to_stream(window.GlobalWindows.windowed_value(pair), stream, True)
+        element = window.GlobalWindows.windowed_value(pair)
+        KV_CODER.get_impl().encode_to_stream(element, stream, True)
     return stream.get()
 
 
@@ -64,7 +69,7 @@ WORKER_CHUNKS = [
 def test_a_group_by_key_lists_keys_and_values_alike_for_every_arrival_order():
     results = []
     for arrival in itertools.permutations(WORKER_CHUNKS):
-        buffer = execution.GroupingBuffer(KV_CODER, GROUPED_CODER, core.Windowing(window.GlobalWindows()))
+        buffer = grouping_buffer()
         for data in arrival:
             buffer.append(data)
         results.append(decode_grouped(buffer.partition(2)))
@@ -72,16 +77,16 @@ def test_a_group_by_key_lists_keys_and_values_alike_for_every_arrival_order():
     # Nothing lost or duplicated along the way.
     grouped = dict(itertools.chain.from_iterable(results[0]))
     assert {key: sorted(values) for key, values in grouped.items()} == {
-        "a": [2, 5], "b": [1, 4, 7], "c": [3], "d": [6]
+        "a": [2, 5],
+        "b": [1, 4, 7],
+        "c": [3],
+        "d": [6],
     }
 
 
 def test_merging_grouping_buffers_keeps_the_order_independent_of_arrival():
     def merged(order):
-        first, second = (
-            execution.GroupingBuffer(KV_CODER, GROUPED_CODER, core.Windowing(window.GlobalWindows()))
-            for _ in range(2)
-        )
+        first, second = (grouping_buffer() for _ in range(2))
         for data in order[:2]:
             first.append(data)
         for data in order[2:]:

@@ -293,7 +293,9 @@ def test_parallel_runs_reproduce_each_other_exactly(run_result):
     (pipeline.local_determinism)."""
     first = run_result["output_dir"]
     second = str(run_result["base"] / "parallel_2")
-    argv = preprocess_args(run_result["pattern"], second, "--num_shards", "2", "--write_raw_features")
+    argv = preprocess_args(
+        run_result["pattern"], second, "--num_shards", "2", "--write_raw_features"
+    )
     assert run(argv) == EXIT_OK
     for split in ("train", "eval", "test"):
         assert example_multiset(first, split) == example_multiset(second, split), split
