@@ -203,12 +203,10 @@ class _ColumnParser:
                 parsed = pc.strptime(
                     normalised, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True
                 )
-                # strptime rolls impossible dates over (Feb 31 -> Mar 3); printing the
-                # result back and comparing catches them.
-                round_trip = pc.equal(
-                    pc.strftime(parsed, format="%Y-%m-%d %H:%M:%S"), normalised
-                ).fill_null(False)
-                invalid = ~round_trip.to_numpy(zero_copy_only=False)
+                # strptime rolls impossible dates over (Feb 31 -> Mar 3): the parsed
+                # time must show the very fields that were written. (Comparing the
+                # fields costs a quarter of printing the time back with strftime.)
+                invalid = ~_fields_match(parsed, normalised)
                 values = parsed.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
                 seconds[fast] = values[fast]
                 for i in np.flatnonzero(fast & invalid):
@@ -232,6 +230,30 @@ class _ColumnParser:
         elif column.default is not None and missing.any():
             values = values.fill_null(pa.scalar(column.default, values.type))
         return values, problems
+
+
+# Where each field of "YYYY-MM-DD HH:MM:SS" sits, and how to read it back from a
+# parsed timestamp.
+_TIMESTAMP_FIELDS = (
+    (0, 4, pc.year),
+    (5, 7, pc.month),
+    (8, 10, pc.day),
+    (11, 13, pc.hour),
+    (14, 16, pc.minute),
+    (17, 19, pc.second),
+)
+
+
+def _fields_match(parsed: pa.Array, texts: pa.Array) -> np.ndarray:
+    """Per value: whether the timestamp parsed from a "YYYY-MM-DD HH:MM:SS" text
+    has exactly the text's year, month, day, hour, minute and second (False
+    where parsing failed)."""
+    matches = None
+    for start, end, field in _TIMESTAMP_FIELDS:
+        written = pc.cast(pc.utf8_slice_codeunits(texts, start, end), pa.int64())
+        same = pc.equal(field(parsed), written)
+        matches = same if matches is None else pc.and_(matches, same)
+    return matches.fill_null(False).to_numpy(zero_copy_only=False)
 
 
 class RowValidator:
