@@ -14,7 +14,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.conftest import ROOT, minimal_spec, test_pipeline
-from transforms.split import SplitByKey, assign_splits, key_bucket, split_boundaries
+from transforms.split import SplitByKey, assign_splits, key_bucket, key_buckets, split_boundaries
 
 PERCENTAGES = {"train": 80, "eval": 10, "test": 10}
 
@@ -85,3 +85,20 @@ def test_split_by_key_routes_every_row_to_exactly_one_split():
                 lambda batch: batch.column("id").to_pylist()
             )
             assert_that(keys, equal_to(expected[name]), label=f"Check[{name}]")
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        pa.array(["0007-000000001", "ü-key", "", "None", None, "a" * 300]),
+        pa.array(["x", "y", None], type=pa.large_string()),
+        pa.array([12345, -1, None]),
+        pa.chunked_array([["p", "q"], ["r"]]),
+    ],
+)
+def test_arrow_keys_get_the_buckets_of_their_python_values(keys):
+    python_keys = keys.to_pylist()
+    if isinstance(keys, pa.Array):
+        assert key_buckets(keys).tolist() == [key_bucket(key) for key in python_keys]
+    here = assign_splits(keys, PERCENTAGES).tolist()
+    assert here == assign_splits(python_keys, PERCENTAGES).tolist()
