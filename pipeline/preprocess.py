@@ -37,7 +37,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from pipeline import children, commit, local_determinism
+from pipeline import children, commit, local_determinism, local_shutdown
 from pipeline import manifest as manifest_io
 from pipeline.dataflow import dry_run_requested, write_job_file
 from pipeline.logs import configure_logging
@@ -324,9 +324,11 @@ def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict[str
 
 def _reproducible_locally(runner: str) -> contextlib.AbstractContextManager:
     """Around build_pipeline: on the local batch runner, makes reruns bit-identical
-    (see pipeline.local_determinism); elsewhere does nothing."""
+    (see pipeline.local_determinism) and its workers stop together
+    (pipeline.local_shutdown); elsewhere does nothing."""
     if runner != LOCAL_BATCH_RUNNER:
         return contextlib.nullcontext()
+    local_shutdown.close_workers_together()
     local_determinism.ordered_local_buffers()
     return local_determinism.without_hot_key_fanout()
 

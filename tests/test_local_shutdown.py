@@ -1,0 +1,41 @@
+"""pipeline.local_shutdown: the local runner closes its worker handlers at once."""
+
+from __future__ import annotations
+
+import threading
+
+from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+from pipeline import local_shutdown
+
+
+class FakeHandler:
+    """Closes only once every handler's close has started (or gives up)."""
+
+    def __init__(self, barrier: threading.Barrier, closed: list):
+        self._barrier = barrier
+        self._closed = closed
+
+    def close(self):
+        # Generous deadlock guard, not a speed limit: one at a time, the
+        # barrier never fills and this raises.
+        self._barrier.wait(timeout=60)
+        self._closed.append(self)
+
+
+def test_worker_handlers_are_closed_together_and_forgotten():
+    local_shutdown.close_workers_together()
+    manager = worker_handlers.WorkerHandlerManager({}, None)
+    barrier, closed = threading.Barrier(3), []
+    handlers = [FakeHandler(barrier, closed) for _ in range(3)]
+    manager._cached_handlers["env"] = handlers
+    manager.close_all()
+    assert sorted(map(id, closed)) == sorted(map(id, handlers))
+    assert not manager._cached_handlers
+
+
+def test_patching_twice_wraps_once():
+    local_shutdown.close_workers_together()
+    patched = worker_handlers.WorkerHandlerManager.close_all
+    local_shutdown.close_workers_together()
+    assert worker_handlers.WorkerHandlerManager.close_all is patched
