@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import faulthandler
-import json
 import logging
 import os
 import signal
@@ -232,25 +231,30 @@ def build_pipeline(
         | "FlattenCounts" >> beam.Flatten()
         | "SumCounts" >> beam.CombinePerKey(sum)
         | "CountsToDict" >> beam.combiners.ToDict()
-        | "CountsToJson" >> beam.Map(json.dumps, sort_keys=True)
-        | "WriteCounts"
-        >> beam.io.WriteToText(out.counts_path, shard_name_template="", num_shards=1)
+        | "WriteCounts" >> _WriteJson(out.counts_path)
     )
 
 
+def _write_json_file(document: dict, path: str) -> None:
+    manifest_io.write_json(path, document)
+
+
 class _WriteJson(beam.PTransform):
-    """A PCollection of exactly one JSON-serializable dict -> one file at `path`."""
+    """A PCollection of exactly one JSON-serializable dict -> one file at `path`.
+
+    The file is written where the dict is made, not through a file sink: a sink
+    adds three stages of its own (set-up, write, finalize), each a round trip
+    through the runner, for a file this small. A retried bundle rewrites the
+    same bytes, and the run's staging directory keeps a half-written file out of
+    sight until the commit.
+    """
 
     def __init__(self, path: str):
         super().__init__()
         self._path = path
 
     def expand(self, documents):
-        return (
-            documents
-            | "ToJson" >> beam.Map(json.dumps, sort_keys=True)
-            | "WriteFile" >> beam.io.WriteToText(self._path, shard_name_template="", num_shards=1)
-        )
+        return documents | "WriteFile" >> beam.Map(_write_json_file, self._path)
 
 
 def reconcile_counts(raw_counts: dict, split_names: Sequence[str]) -> dict:
