@@ -19,9 +19,11 @@ rather than on the data:
 `ordered_local_buffers()` fixes 1 and 2 in the runner's process: output chunks
 are sorted by their bytes before they are split or grouped, and a GroupByKey's
 keys by their encoded bytes. A chunk holds whole elements (an SDK worker
-flushes only between elements, and only by size), and a worker's chunks depend
-only on its input, so sorted order is a function of the data. The cost is a
-sort of chunk references, not of rows.
+flushes only between elements, and only by size, unless the experiment
+data_buffer_time_limit_ms turns on flushing by time), and a worker's chunks
+depend only on its input, so sorted order is a function of the data. The cost
+is a sort of chunk references, not of rows. Timer buffers keep their order,
+which the runner relies on.
 
 `without_hot_key_fanout()` fixes 3 while a pipeline is built: a local run has at
 most a few workers, where the fanout's extra shuffle buys nothing.
@@ -33,10 +35,13 @@ of their bytes and spread by name (transforms.spill), not by random keys.
 
 Both functions touch private classes of Beam's FnApiRunner (apache-beam is
 pinned in constraints.txt); `check_supported()` fails loudly if a Beam upgrade
-moves them. tests/test_preprocess_e2e.py runs the whole job twice with two
+renames the methods or attributes they use, though not if one changes what
+they mean. tests/test_preprocess_e2e.py runs the whole job twice with two
 workers and compares the analysis and the examples bit for bit. Distributed
 runners merge in an order of their own, so there results agree with a local
-run to float rounding (pipeline.compare_runs), not bit for bit.
+run to float rounding (pipeline.compare_runs), not bit for bit. Inputs must
+arrive alike too: CSV files are split by byte range, but a BigQuery read may
+hand rows out in another order each time.
 """
 
 from __future__ import annotations
@@ -46,23 +51,39 @@ import threading
 from collections.abc import Iterator
 
 from apache_beam.runners.portability.fn_api_runner import execution
+from apache_beam.runners.portability.fn_api_runner.translations import split_buffer_id
 from apache_beam.transforms import core
 
 _PATCH_LOCK = threading.Lock()
 _PATCHED_ATTRIBUTE = "_preprocess_ordered"
+_TIMERS_ATTRIBUTE = "_preprocess_timers"
 
 
 def check_supported() -> None:
-    """Raises RuntimeError if the runner internals patched here have moved."""
+    """Raises RuntimeError if the runner internals patched here have moved: the
+    methods replaced and the private attributes the replacements use."""
     missing = [
         f"{owner.__name__}.{name}"
         for owner, names in (
             (execution.ListBuffer, ("append", "partition", "__iter__", "copy")),
             (execution.GroupingBuffer, ("append", "extend", "partition")),
+            (execution.BundleContextManager, ("get_buffer",)),
             (core.CombinePerKey, ("with_hot_key_fanout",)),
         )
         for name in names
         if not hasattr(owner, name)
+    ]
+    lists = execution.ListBuffer(None)
+    missing += [
+        f"ListBuffer.{name}" for name in ("_inputs", "_grouped_output") if not hasattr(lists, name)
+    ]
+    # A GroupingBuffer needs coders to be built; its __init__ must still set
+    # the attributes the patched methods use.
+    init_source = _source_of(execution.GroupingBuffer.__init__)
+    missing += [
+        f"GroupingBuffer.{name}"
+        for name in ("_table", "_grouped_output")
+        if f"self.{name}" not in init_source
     ]
     if missing:
         raise RuntimeError(
@@ -72,11 +93,31 @@ def check_supported() -> None:
         )
 
 
+def _source_of(function) -> str:
+    import inspect
+
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        return ""
+
+
 def _sort_list_buffer(buffer) -> None:
     # In place, before the buffer is first split or read; sorting an already
-    # sorted list is linear, so repeated reads cost little.
-    if buffer._grouped_output is None:
+    # sorted list is linear, so repeated reads cost little. Timer buffers keep
+    # their order: the runner applies timer sets and clears in that order.
+    if buffer._grouped_output is None and not getattr(buffer, _TIMERS_ATTRIBUTE, False):
         buffer._inputs.sort()
+
+
+def _marking_timer_buffers(original):
+    def get_buffer(self, buffer_id, transform_id):
+        buffer = original(self, buffer_id, transform_id)
+        if split_buffer_id(buffer_id)[0] == "timers":
+            setattr(buffer, _TIMERS_ATTRIBUTE, True)
+        return buffer
+
+    return get_buffer
 
 
 def _ordered_list_partition(original):
@@ -103,8 +144,10 @@ def _deferred_grouping_append(self, elements_data: bytes) -> None:
 
 
 def _decode_pending(buffer, original_append) -> None:
-    for chunk in sorted(buffer.__dict__.pop("_pending_chunks", [])):
-        original_append(buffer, chunk)
+    chunks = buffer.__dict__.pop("_pending_chunks", [])
+    chunks.sort(reverse=True)
+    while chunks:  # smallest first, each chunk freed once decoded
+        original_append(buffer, chunks.pop())
     ordered = sorted(buffer._table.items(), key=lambda item: item[0])
     buffer._table.clear()
     buffer._table.update(ordered)
@@ -132,8 +175,8 @@ def _ordered_grouping_partition(original_append, original_partition):
 def ordered_local_buffers() -> None:
     """Makes the FnApiRunner in this process split and group stage outputs in an
     order that depends only on their contents. Idempotent; stays in force for
-    the life of the process (it changes only the order of elements, which no
-    Beam pipeline may rely on)."""
+    the life of the process. It changes only the order of a PCollection's
+    elements, which no Beam pipeline may rely on; timers keep theirs."""
     check_supported()
     with _PATCH_LOCK:
         if getattr(execution.ListBuffer, _PATCHED_ATTRIBUTE, False):
@@ -141,6 +184,8 @@ def ordered_local_buffers() -> None:
         lists, groups = execution.ListBuffer, execution.GroupingBuffer
         lists.partition = _ordered_list_partition(lists.partition)
         lists.__iter__ = _ordered_list_iter(lists.__iter__)
+        contexts = execution.BundleContextManager
+        contexts.get_buffer = _marking_timer_buffers(contexts.get_buffer)
         append, extend, partition = groups.append, groups.extend, groups.partition
         groups.append = _deferred_grouping_append
         groups.extend = _ordered_grouping_extend(extend)
@@ -148,17 +193,28 @@ def ordered_local_buffers() -> None:
         setattr(lists, _PATCHED_ATTRIBUTE, True)
 
 
+_fanout_depth = 0
+_original_fanout = None
+
+
 @contextlib.contextmanager
 def without_hot_key_fanout() -> Iterator[None]:
     """While active, CombinePerKey.with_hot_key_fanout (and so
     CombineGlobally.with_fanout) leaves the combine as it is. Use it around the
-    construction of a pipeline for the local runner only."""
+    construction of a pipeline for the local runner only. It changes a class
+    attribute, so a pipeline built in another thread meanwhile loses its fanout
+    too; nested and overlapping uses restore the original once, at the end."""
+    global _fanout_depth, _original_fanout
     check_supported()
     with _PATCH_LOCK:
-        original = core.CombinePerKey.__dict__["with_hot_key_fanout"]
-        core.CombinePerKey.with_hot_key_fanout = lambda self, fanout: self
+        if _fanout_depth == 0:
+            _original_fanout = core.CombinePerKey.__dict__["with_hot_key_fanout"]
+            core.CombinePerKey.with_hot_key_fanout = lambda self, fanout: self
+        _fanout_depth += 1
     try:
         yield
     finally:
         with _PATCH_LOCK:
-            core.CombinePerKey.with_hot_key_fanout = original
+            _fanout_depth -= 1
+            if _fanout_depth == 0:
+                core.CombinePerKey.with_hot_key_fanout = _original_fanout

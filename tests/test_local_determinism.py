@@ -129,3 +129,27 @@ def test_fanout_is_left_out_only_while_the_context_is_active():
 
 def test_the_patched_internals_are_present_in_the_pinned_beam():
     local_determinism.check_supported()
+
+
+def test_timer_buffers_keep_their_order():
+    """The runner applies timer sets and clears in the order written."""
+    from apache_beam.runners.portability.fn_api_runner import execution as runner_execution
+
+    buffer = runner_execution.ListBuffer(KV_CODER.get_impl())
+    setattr(buffer, local_determinism._TIMERS_ATTRIBUTE, True)
+    arrival = list(reversed(sorted(WORKER_CHUNKS)))
+    for data in arrival:
+        buffer.append(data)
+    assert list(buffer) == arrival
+
+
+def test_overlapping_fanout_contexts_restore_the_original_once():
+    original = core.CombinePerKey.__dict__["with_hot_key_fanout"]
+    outer = local_determinism.without_hot_key_fanout()
+    inner = local_determinism.without_hot_key_fanout()
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)  # out of order, as two threads might
+    assert core.CombinePerKey.__dict__["with_hot_key_fanout"] is not original
+    inner.__exit__(None, None, None)
+    assert core.CombinePerKey.__dict__["with_hot_key_fanout"] is original

@@ -68,12 +68,21 @@ def preprocess_args(pattern: str, output_dir: str, *extra: str) -> list[str]:
     ]
 
 
+# Two worker processes whatever the machine's core count (the default is one per
+# core), so that the reproducibility tests always see parallel workers.
+TWO_WORKERS = ("--direct_num_workers", "2", "--direct_running_mode", "multi_processing")
+
+
 @pytest.fixture(scope="module")
 def run_result(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
     pattern, data_lines, corrupted = write_inputs(str(base / "input"))
     output_dir = str(base / "out")
-    code = run(preprocess_args(pattern, output_dir, "--num_shards", "2", "--write_raw_features"))
+    code = run(
+        preprocess_args(
+            pattern, output_dir, "--num_shards", "2", "--write_raw_features", *TWO_WORKERS
+        )
+    )
     assert code == EXIT_OK
     with open(os.path.join(output_dir, "manifest.json")) as handle:
         manifest = json.load(handle)
@@ -294,7 +303,7 @@ def test_parallel_runs_reproduce_each_other_exactly(run_result):
     first = run_result["output_dir"]
     second = str(run_result["base"] / "parallel_2")
     argv = preprocess_args(
-        run_result["pattern"], second, "--num_shards", "2", "--write_raw_features"
+        run_result["pattern"], second, "--num_shards", "2", "--write_raw_features", *TWO_WORKERS
     )
     assert run(argv) == EXIT_OK
     for split in ("train", "eval", "test"):

@@ -159,8 +159,9 @@ class ValidateRecords(beam.PTransform):
             rows
             | "BatchRecords"
             # A fixed size, not BatchElements' timing-based one: batches are
-            # the analyzers' units of partial results, so a rerun must cut the
-            # same batches to reproduce them exactly.
+            # the analyzers' units of partial results. (Fixed batches are not
+            # enough to reproduce a run exactly here: BigQuery may return the
+            # rows in another order.)
             >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
             | "ParseBatch"
             >> beam.ParDo(_ParseRecordsDoFn(self._spec, self._source)).with_outputs(

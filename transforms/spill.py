@@ -85,7 +85,12 @@ class _SpillBatchesDoFn(beam.DoFn):
         self._writer.close()
         self._handle.close()
         path = FileSystems.join(self._directory, f"{self._handle.hexdigest()}.arrows")
-        FileSystems.rename([self._path], [path])
+        if FileSystems.exists(path):
+            # The same bytes, written by another bundle: keep that file (some
+            # file systems refuse to rename onto an existing one).
+            FileSystems.delete([self._path])
+        else:
+            FileSystems.rename([self._path], [path])
         self._path, self._handle, self._writer, self._rows = None, None, None, 0
         return path
 
