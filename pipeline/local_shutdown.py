@@ -5,8 +5,10 @@ after the other and waits for each to exit. A worker that has loaded
 TensorFlow takes about 1.5 s to exit, so with two workers 3 s of every run
 passed after the last stage with nothing left to do (benchmarks/stage_times.py
 shows it as "after the last stage"). `close_workers_together()` closes them in
-parallel threads. It touches WorkerHandlerManager.close_all, a private method
-of the pinned apache-beam; `check_supported()` fails loudly if it moves.
+parallel threads, and gives up waiting after CLOSE_TIMEOUT_SECONDS, so that a
+stopped run cannot hang on a worker that never finishes its bundle. It touches
+WorkerHandlerManager.close_all, a private method of the pinned apache-beam;
+`check_supported()` fails loudly if it moves.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from concurrent import futures
+import time
 
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
@@ -37,15 +39,37 @@ def _close(handler) -> None:
         _LOGGER.error("error closing worker handler %s", handler, exc_info=True)
 
 
+# How long close_all waits for the workers to close. A normal close takes about
+# 1.5 s. A run being stopped may leave a worker busy in a bundle that nobody
+# waits for any more; rather than hang there, close_all returns, and the
+# stopped run's clean-up (preprocess._discard_run) kills what is left.
+CLOSE_TIMEOUT_SECONDS = 30.0
+
+
 def _close_all_together(original_close_all):
     def close_all(self):
         handlers = {
             handler for handler_list in self._cached_handlers.values() for handler in handler_list
         }
         if len(handlers) > 1:
-            with futures.ThreadPoolExecutor(len(handlers)) as pool:
-                list(pool.map(_close, handlers))
-            # Closed: Beam's close_all now only stops the shared gRPC server.
+            # Daemon threads, so that a close that never ends cannot keep the
+            # process alive either.
+            threads = [
+                threading.Thread(target=_close, args=(handler,), daemon=True, name="close-worker")
+                for handler in handlers
+            ]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + CLOSE_TIMEOUT_SECONDS
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            if any(thread.is_alive() for thread in threads):
+                _LOGGER.warning(
+                    "worker processes did not close within %.0f s; going on without them",
+                    CLOSE_TIMEOUT_SECONDS,
+                )
+            # Closed (or given up on): Beam's close_all now only stops the
+            # shared gRPC server.
             self._cached_handlers = collections.defaultdict(list)
         original_close_all(self)
 

@@ -39,3 +39,25 @@ def test_patching_twice_wraps_once():
     patched = worker_handlers.WorkerHandlerManager.close_all
     local_shutdown.close_workers_together()
     assert worker_handlers.WorkerHandlerManager.close_all is patched
+
+
+class StuckHandler:
+    def __init__(self, release: threading.Event):
+        self._release = release
+
+    def close(self):
+        self._release.wait()
+
+
+def test_a_worker_that_never_closes_does_not_hang_close_all(monkeypatch):
+    local_shutdown.close_workers_together()
+    monkeypatch.setattr(local_shutdown, "CLOSE_TIMEOUT_SECONDS", 0.5)
+    manager = worker_handlers.WorkerHandlerManager({}, None)
+    release = threading.Event()
+    manager._cached_handlers["env"] = [StuckHandler(release), StuckHandler(release)]
+    closer = threading.Thread(target=manager.close_all, daemon=True)
+    closer.start()
+    closer.join(60)  # deadlock guard only
+    release.set()
+    assert not closer.is_alive()
+    assert not manager._cached_handlers
