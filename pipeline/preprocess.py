@@ -326,7 +326,7 @@ def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict[str
     return options, spec, layouts
 
 
-def _reproducible_locally(runner: str) -> contextlib.AbstractContextManager:
+def _local_runner_adjustments(runner: str) -> contextlib.AbstractContextManager:
     """Around build_pipeline: on the local batch runner, makes reruns bit-identical
     (see pipeline.local_determinism) and its workers stop together
     (pipeline.local_shutdown); elsewhere does nothing."""
@@ -372,7 +372,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             logging.info(
                 "phase: running the pipeline on %s%s", runner, _local_workers_note(options)
             )
-            with watch, beam.Pipeline(options=options) as p, _reproducible_locally(runner):
+            with watch, beam.Pipeline(options=options) as p, _local_runner_adjustments(runner):
                 build_pipeline(p, options, spec, layouts, out=out)
             stop_state.check()
             logging.info("phase: reconciling counts and committing the outputs")
