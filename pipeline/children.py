@@ -71,6 +71,8 @@ def stop_descendants(grace_seconds: float = 5.0, root: int | None = None) -> lis
 
 
 SDK_WORKER_MODULE = "apache_beam.runners.worker.sdk_worker_main"
+# Started early, waiting to become an SDK worker (pipeline.warm_workers).
+WARM_WORKER_MODULE = "pipeline.warm_workers"
 # What Beam's local runner raises, on the thread that waits for a worker process,
 # when the worker (started through a shell) exits with a non-zero code.
 _WORKER_EXIT = re.compile(r"Worker subprocess exited with return code (-?\d+)")
@@ -78,12 +80,14 @@ _WORKER_EXIT = re.compile(r"Worker subprocess exited with return code (-?\d+)")
 
 def is_sdk_worker(pid: int) -> bool:
     """Whether `pid` runs Beam's SDK worker module itself (not the shell that
-    Beam's local runner starts it through)."""
+    Beam's local runner starts it through), or a process started early to
+    become one."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return SDK_WORKER_MODULE.encode() in handle.read().split(b"\0")
+            arguments = handle.read().split(b"\0")
     except OSError:
         return False
+    return SDK_WORKER_MODULE.encode() in arguments or WARM_WORKER_MODULE.encode() in arguments
 
 
 def describe_exit(code: int) -> str:

@@ -36,7 +36,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from pipeline import children, commit, local_determinism, local_shutdown
+from pipeline import children, commit, local_determinism, local_shutdown, warm_workers
 from pipeline import manifest as manifest_io
 from pipeline.dataflow import dry_run_requested, write_job_file
 from pipeline.logs import configure_logging
@@ -337,6 +337,19 @@ def _local_runner_adjustments(runner: str) -> contextlib.AbstractContextManager:
     return local_determinism.without_hot_key_fanout()
 
 
+def _early_workers(options: PipelineOptions) -> contextlib.AbstractContextManager:
+    """Around building and running the pipeline: on the local multi-process
+    runner, starts its worker processes now, so that their imports overlap the
+    building of the job (see pipeline.warm_workers); elsewhere does nothing."""
+    direct = options.view_as(DirectOptions)
+    if (
+        options.view_as(StandardOptions).runner != LOCAL_BATCH_RUNNER
+        or direct.direct_running_mode != "multi_processing"
+    ):
+        return contextlib.nullcontext()
+    return warm_workers.started(direct.direct_num_workers)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Runs the batch job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -372,7 +385,12 @@ def run(argv: Sequence[str] | None = None) -> int:
             logging.info(
                 "phase: running the pipeline on %s%s", runner, _local_workers_note(options)
             )
-            with watch, beam.Pipeline(options=options) as p, _local_runner_adjustments(runner):
+            with (
+                _early_workers(options),
+                watch,
+                beam.Pipeline(options=options) as p,
+                _local_runner_adjustments(runner),
+            ):
                 build_pipeline(p, options, spec, layouts, out=out)
             stop_state.check()
             logging.info("phase: reconciling counts and committing the outputs")

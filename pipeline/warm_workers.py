@@ -1,0 +1,270 @@
+"""Starts the local batch runner's worker processes while the job is still
+being built, so that their imports overlap the runner's.
+
+A local batch run used to spend its first 12 s or so in one process, on one
+core: importing TensorFlow and tf.Transform and building the job graph. Only
+then did Beam's FnApiRunner start its SDK worker processes, each of which
+imported Beam, then TensorFlow and tf.Transform when it unpickled the first
+stage that needed them: several more seconds before the first row was read
+(benchmarks/stage_times.py shows both).
+
+`started(count)` starts `count` processes at once. Each imports what a worker
+will need (WORKER_IMPORTS), then waits for one line on its stdin. When the
+runner later starts a worker, it is handed a waiting process instead of a new
+one: the process reads the environment Beam gives a new worker (control and
+logging addresses, pipeline options, worker id), takes it as its own, and runs
+Beam's worker main, exactly as the new process would have. From then on it is
+Beam's worker process in every way: the runner waits for it, reads its exit
+code and kills it at the end.
+
+A waiting process is only handed out when the runner asks for Beam's own SDK
+worker command and the rest of its environment is the one the process was
+started with (a variable read at import time would otherwise be missed);
+otherwise the runner starts a new process as before. Unclaimed processes are
+stopped when the block ends.
+
+The hand-off replaces the `subprocess` module as seen by Beam's
+local_job_service (where SubprocessSdkWorker.run starts workers) with a proxy
+whose Popen does the above; every other name is the real module's.
+apache-beam is pinned in constraints.txt; `check_supported()` fails loudly if a
+Beam upgrade moves that call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+
+_LOGGER = logging.getLogger(__name__)
+
+# The command Beam's FnApiRunner gives its multi-process workers (fn_runner.py).
+SDK_WORKER_COMMAND = f"{sys.executable} -m apache_beam.runners.worker.sdk_worker_main"
+# What Beam's SubprocessSdkWorker.run adds to its own environment for a worker.
+BEAM_WORKER_VARIABLES = frozenset(
+    {
+        "CONTROL_API_SERVICE_DESCRIPTOR",
+        "LOGGING_API_SERVICE_DESCRIPTOR",
+        "PIPELINE_OPTIONS",
+        "WORKER_ID",
+    }
+)
+# What a waiting process imports: Beam's worker, and the libraries the job's
+# first stages unpickle DoFns of (tf.Transform pulls in TensorFlow and tfx-bsl).
+WORKER_IMPORTS = (
+    "apache_beam.runners.worker.sdk_worker_main",
+    "pyarrow",
+    "tensorflow_transform.beam",
+)
+STOP_SECONDS = 5.0
+
+_PROXY_LOCK = threading.Lock()
+_active_pool: WarmWorkerPool | None = None
+
+
+class WarmWorkerPool:
+    """Processes waiting to become SDK workers; see the module docstring."""
+
+    def __init__(self, count: int, imports: Sequence[str] = WORKER_IMPORTS):
+        self._count = count
+        self._imports = tuple(imports)
+        self._lock = threading.Lock()
+        self._waiting: list[_WaitingProcess] = []
+        self.claimed = 0
+
+    def start(self) -> None:
+        with self._lock:
+            for _ in range(self._count):
+                self._waiting.append(_WaitingProcess.start(self._imports))
+
+    def claim(self, command: str, environment: Mapping[str, str]) -> subprocess.Popen | None:
+        """A waiting process, now running Beam's worker with `environment`, or
+        None when `command` is not Beam's worker command, or no process is left
+        waiting whose environment after its imports is `environment` without
+        Beam's own variables."""
+        if command != SDK_WORKER_COMMAND:
+            return None
+        inherited = {k: v for k, v in environment.items() if k not in BEAM_WORKER_VARIABLES}
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    return None
+                waiting = self._waiting.pop(0)
+            process = waiting.hand_over(inherited, environment)
+            if process is not None:
+                self.claimed += 1
+                return process
+
+    def stop(self) -> None:
+        """Stops the processes still waiting (none is a worker yet)."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        for process in waiting:
+            process.stop()
+
+
+class _WaitingProcess:
+    """One process importing WORKER_IMPORTS, then waiting on its stdin for the
+    environment to run Beam's worker with. It reports its own environment, as
+    its imports left it, on a pipe: TensorFlow's import sets variables, which
+    Beam's workers otherwise inherit from the runner's."""
+
+    def __init__(self, process: subprocess.Popen, report):
+        self._process = process
+        self._report = report
+
+    @classmethod
+    def start(cls, imports: Sequence[str]) -> _WaitingProcess:
+        read_end, write_end = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(write_end), *imports],
+                stdin=subprocess.PIPE,
+                pass_fds=(write_end,),
+                # As Beam builds a worker's environment: from os.environ, which
+                # can differ from the C-level one that env=None would pass on.
+                env=dict(os.environ),
+            )
+        finally:
+            os.close(write_end)
+        return cls(process, os.fdopen(read_end, "rb"))
+
+    def hand_over(self, inherited: Mapping[str, str], environment: Mapping[str, str]):
+        """The process, now running Beam's worker with `environment`, if its own
+        environment after its imports is `inherited`; otherwise (or if it died)
+        None, and the process is stopped."""
+        with self._report:
+            # Blocks until the imports are done, as the worker would have to anyway.
+            report = self._report.read()
+        own = json.loads(report) if report else None
+        if own != dict(inherited):
+            if own is not None:
+                changed = sorted({name for name, _ in set(own.items()) ^ set(inherited.items())})
+                _LOGGER.info(
+                    "starting a new worker process: the waiting one's environment differs in %s",
+                    ", ".join(changed),
+                )
+            self.stop()
+            return None
+        try:
+            self._process.stdin.write((json.dumps(dict(environment)) + "\n").encode())
+            self._process.stdin.close()
+        except (BrokenPipeError, ValueError):
+            self.stop()  # it died after reporting
+            return None
+        return self._process
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._process.terminate()
+        try:
+            self._process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        for handle in (self._process.stdin, self._report):
+            with contextlib.suppress(OSError):
+                handle.close()
+
+
+class _SubprocessWithWarmWorkers:
+    """What Beam's local_job_service sees as its `subprocess` module."""
+
+    def __getattr__(self, name):
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(args, *rest, **keywords):
+        pool = _active_pool
+        # Beam calls Popen(command, shell=True, env=environment).
+        if pool is not None and not rest and keywords.keys() == {"shell", "env"}:
+            process = pool.claim(args, keywords["env"]) if keywords["shell"] else None
+            if process is not None:
+                return process
+        return subprocess.Popen(args, *rest, **keywords)
+
+
+def check_supported() -> None:
+    from apache_beam.runners.portability import local_job_service
+
+    source = _source(local_job_service.SubprocessSdkWorker.run)
+    if "subprocess.Popen(self._worker_command_line, shell=True, env=env_dict)" not in source:
+        raise RuntimeError(
+            "this apache-beam release starts its SDK worker processes differently; "
+            "install the version pinned in constraints.txt"
+        )
+
+
+def _source(function) -> str:
+    import inspect
+
+    return "".join(line.strip() for line in inspect.getsource(function).splitlines())
+
+
+def _install_proxy() -> None:
+    from apache_beam.runners.portability import local_job_service
+
+    with _PROXY_LOCK:
+        if not isinstance(local_job_service.subprocess, _SubprocessWithWarmWorkers):
+            local_job_service.subprocess = _SubprocessWithWarmWorkers()
+
+
+@contextlib.contextmanager
+def started(count: int, imports: Sequence[str] = WORKER_IMPORTS) -> Iterator[WarmWorkerPool]:
+    """Starts `count` waiting worker processes for the block; Beam's
+    multi-process local runner takes them as its workers. One block at a time."""
+    global _active_pool
+    check_supported()
+    _install_proxy()
+    pool = WarmWorkerPool(count, imports)
+    with _PROXY_LOCK:
+        if _active_pool is not None:
+            raise RuntimeError("warm worker processes are already started for another run")
+        _active_pool = pool
+    try:
+        pool.start()
+        yield pool
+    finally:
+        with _PROXY_LOCK:
+            _active_pool = None
+        pool.stop()
+
+
+def _wait_for_environment(report_fd: int, imports: Sequence[str]) -> dict | None:
+    try:
+        for module in imports:
+            importlib.import_module(module)
+        with os.fdopen(report_fd, "wb") as report:
+            report.write(json.dumps(dict(os.environ)).encode())
+        line = sys.stdin.buffer.readline()
+    except KeyboardInterrupt:
+        # Stopped with its run before it was needed (Ctrl-C reaches the whole
+        # process group): no traceback.
+        sys.exit(128 + signal.SIGINT)
+    except BrokenPipeError:
+        return None  # the run is gone
+    # An empty line: the run ended without needing this process.
+    return json.loads(line) if line else None
+
+
+def main(argv: Sequence[str]) -> int:
+    environment = _wait_for_environment(int(argv[0]), argv[1:])
+    if environment is None:
+        return 0
+    os.environ.clear()
+    os.environ.update(environment)
+    from apache_beam.runners.worker import sdk_worker_main
+
+    sdk_worker_main.main(sys.argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
