@@ -131,7 +131,12 @@ def build_pipeline(
     """
     import tensorflow_transform.beam as tft_beam
 
-    from transforms.analyze import TRANSFORM_FN, AnalyzeAndTransform, transformed_batches_key
+    from transforms.analyze import (
+        PASSTHROUGH_KEY,
+        TRANSFORM_FN,
+        AnalyzeAndTransform,
+        transformed_batches_key,
+    )
 
     preprocess = options.view_as(PreprocessOptions)
     out = out or OutputLayout(options.view_as(DatasetOptions).output_dir)
@@ -178,13 +183,14 @@ def build_pipeline(
     raw_columns, transformed_columns = spec_statistics_columns(spec)
     _ = (
         splits[ANALYZE_SPLIT]
-        | "RawStatistics" >> ComputeStatistics(raw_columns)
+        | "RawStatistics" >> ComputeStatistics(raw_columns, row_id_columns=[spec.key_column])
         | "WriteRawStatistics" >> _WriteJson(out.raw_statistics_path)
     )
     for split in spec.split_names:
         _ = (
             transformed.pop(transformed_batches_key(split))
-            | f"TransformedStatistics[{split}]" >> ComputeStatistics(transformed_columns)
+            | f"TransformedStatistics[{split}]"
+            >> ComputeStatistics(transformed_columns, row_id_columns=[PASSTHROUGH_KEY])
             | f"WriteTransformedStatistics[{split}]"
             >> _WriteJson(out.transformed_statistics_path(split))
         )

@@ -457,3 +457,33 @@ def test_kinds_follow_the_arrow_types():
         ("token", "categorical"),
         ("zone_id", "categorical"),
     ]
+
+
+def rows_with_extra(extra: float) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict(
+        {
+            "id": pa.array([f"r{i}" for i in range(2000)]),
+            "v": pa.array(np.arange(2000) * 0.25),
+            "extra": pa.array(np.full(2000, extra)),
+        }
+    )
+
+
+def test_row_id_columns_alone_decide_which_rows_are_sampled():
+    def quantiles(extra: float, row_id_columns: tuple) -> list:
+        combine_fn = StatisticsCombineFn(
+            [("v", "numeric")], sample_size=100, row_id_columns=row_id_columns
+        )
+        return single_pass(combine_fn, [rows_with_extra(extra)])["columns"]["v"]["quantiles"]
+
+    # The sample is a function of the ids only: another column changing leaves it alone...
+    assert quantiles(0.0, ("id",)) == quantiles(1.0, ("id",))
+    # ...where by default every column feeds the sampling priorities.
+    assert quantiles(0.0, ()) != quantiles(1.0, ())
+
+
+def test_a_batch_without_the_row_id_columns_is_sampled_by_every_column():
+    with_ids = StatisticsCombineFn([("v", "numeric")], sample_size=100, row_id_columns=("id",))
+    by_default = StatisticsCombineFn([("v", "numeric")], sample_size=100)
+    batch = rows_with_extra(0.0).drop_columns(["id"])
+    assert single_pass(with_ids, [batch]) == single_pass(by_default, [batch])

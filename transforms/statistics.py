@@ -172,16 +172,16 @@ def _list_lengths(column: pa.Array) -> np.ndarray:
     return lengths.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def row_words(batch: pa.RecordBatch) -> np.ndarray:
+def row_words(batch: pa.RecordBatch, columns: Iterable[str] | None = None) -> np.ndarray:
     """One uint64 per row, a function of the row's content only.
 
     Every column takes part, in name order, so rows that differ anywhere (the
     record key makes raw rows unique) get unrelated words; columns of a type
     with no word (`_value_words`) are left out. A list contributes its elements
-    in order and its length.
+    in order and its length. With `columns`, only those take part.
     """
     words = np.full(batch.num_rows, _ROW_SEED, dtype=np.uint64)
-    for name in sorted(batch.schema.names):
+    for name in sorted(batch.schema.names if columns is None else columns):
         column = batch.column(name)
         if _is_list_like(column.type):
             element_words = _value_words(column.flatten())
@@ -628,6 +628,11 @@ class StatisticsCombineFn(beam.CombineFn):
     column missing from a batch is skipped for that batch. Any other batch
     columns only feed the sampling priorities. A numeric column holding
     non-numeric values raises TypeError, naming it.
+
+    `row_id_columns` names columns that identify a row, such as the record key.
+    When a batch has them all, only they feed the sampling priorities, which
+    spares hashing every column of every row; rows with the same key then share
+    their priorities. Otherwise every column does.
     """
 
     def __init__(
@@ -636,6 +641,7 @@ class StatisticsCombineFn(beam.CombineFn):
         sample_size: int = 10_000,
         top_k: int = 20,
         max_unique: int = 100_000,
+        row_id_columns: Sequence[str] = (),
     ):
         super().__init__()
         columns = [(str(name), str(kind)) for name, kind in columns]
@@ -653,6 +659,7 @@ class StatisticsCombineFn(beam.CombineFn):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{parameter} must be a positive integer, got {value!r}")
         self._columns = columns
+        self._row_id_columns = tuple(row_id_columns)
         self._sample_size = sample_size
         self._top_k = top_k
         self._max_unique = max_unique
@@ -680,12 +687,17 @@ class StatisticsCombineFn(beam.CombineFn):
             missing = batch.num_rows - _rows_with_values(rows)
             if isinstance(column_accumulator, NumericAccumulator):
                 if batch_row_words is None:
-                    batch_row_words = row_words(batch)
+                    batch_row_words = row_words(batch, self._row_words_columns(present))
                 priorities = value_priorities(batch_row_words[rows], positions)
                 column_accumulator.add(_as_float64(values, name), priorities, missing)
             else:
                 column_accumulator.add(values, missing)
         return accumulator
+
+    def _row_words_columns(self, present: set[str]) -> tuple[str, ...] | None:
+        if self._row_id_columns and present.issuperset(self._row_id_columns):
+            return self._row_id_columns
+        return None
 
     def merge_accumulators(
         self, accumulators: Iterable[StatisticsAccumulator]
@@ -731,9 +743,12 @@ class ComputeStatistics(beam.PTransform):
         sample_size: int = 10_000,
         top_k: int = 20,
         max_unique: int = 100_000,
+        row_id_columns: Sequence[str] = (),
     ):
         super().__init__()
-        self._combine_fn = StatisticsCombineFn(columns, sample_size, top_k, max_unique)
+        self._combine_fn = StatisticsCombineFn(
+            columns, sample_size, top_k, max_unique, row_id_columns
+        )
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
         # CombineGlobally emits extract_output(create_accumulator()) for an empty
