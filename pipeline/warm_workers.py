@@ -64,6 +64,11 @@ WORKER_IMPORTS = (
     "tensorflow_transform.beam",
 )
 STOP_SECONDS = 5.0
+# While the runner builds the job it is the one process that everything waits
+# for: the waiting processes import at a lower priority, so that they take the
+# idle core rather than share the runner's. Measured at 1M rows, sharing it
+# delayed the first stage by about as much as the early imports saved.
+IMPORT_NICENESS = 10
 
 _PROXY_LOCK = threading.Lock()
 _active_pool: WarmWorkerPool | None = None
@@ -239,8 +244,9 @@ def started(count: int, imports: Sequence[str] = WORKER_IMPORTS) -> Iterator[War
 
 def _wait_for_environment(report_fd: int, imports: Sequence[str]) -> dict | None:
     try:
-        for module in imports:
-            importlib.import_module(module)
+        with _lower_priority(IMPORT_NICENESS):
+            for module in imports:
+                importlib.import_module(module)
         with os.fdopen(report_fd, "wb") as report:
             report.write(json.dumps(dict(os.environ)).encode())
         line = sys.stdin.buffer.readline()
@@ -252,6 +258,20 @@ def _wait_for_environment(report_fd: int, imports: Sequence[str]) -> dict | None
         return None  # the run is gone
     # An empty line: the run ended without needing this process.
     return json.loads(line) if line else None
+
+
+@contextlib.contextmanager
+def _lower_priority(increment: int) -> Iterator[None]:
+    """Runs the block at a lower CPU priority, then restores it where allowed
+    (raising a priority back needs privileges; without them the worker stays
+    at the lower one, as does its sibling, and only the runner is ahead)."""
+    original = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, min(original + increment, 19))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(PermissionError):
+            os.setpriority(os.PRIO_PROCESS, 0, original)
 
 
 def main(argv: Sequence[str]) -> int:
