@@ -49,6 +49,7 @@ from pipeline.options import (
     unknown_flags,
     validate_options,
 )
+from pipeline.process_exit import exit_now
 from schemas.spec import DatasetSpec, SpecError, load_spec
 from transforms.aggregates import JoinAggregates
 from transforms.bigquery_source import BigQuerySource, BigQuerySourceError, ValidateRecords
@@ -739,7 +740,9 @@ def print_summary(manifest: dict, report_path: str | None = None) -> None:
 
 
 def main() -> None:
-    sys.exit(run())
+    # The run is over and its outputs committed (or discarded): skip the
+    # interpreter's slow teardown of TensorFlow.
+    exit_now(run())
 
 
 if __name__ == "__main__":

@@ -286,18 +286,10 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _exit_at_once(code: int) -> None:
-    """Ends the process without the interpreter's teardown: with TensorFlow
-    loaded, unloading its modules takes over a second, which the runner spends
-    waiting for its workers to exit at the end of every run."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
-    # A failing worker raises out of main and exits through the interpreter as
-    # before, with its traceback.
-    _exit_at_once(main(sys.argv[1:]))
+    # Once Beam's harness returns, nothing is left to do but the teardown, which
+    # the runner would wait for (see pipeline.process_exit). A failing worker
+    # raises out of main and exits through the interpreter, with its traceback.
+    from pipeline.process_exit import exit_now
+
+    exit_now(main(sys.argv[1:]))
