@@ -104,7 +104,8 @@ class WarmWorkerPool:
                 waiting = self._waiting.pop(0)
             process = waiting.hand_over(inherited, environment)
             if process is not None:
-                self.claimed += 1
+                with self._lock:  # the runner starts its workers from several threads
+                    self.claimed += 1
                 return process
 
     def stop(self) -> None:
