@@ -82,6 +82,7 @@ class WarmWorkerPool:
         self._imports = tuple(imports)
         self._lock = threading.Lock()
         self._waiting: list[_WaitingProcess] = []
+        self._stopped = False
         self.claimed = 0
 
     def start(self) -> None:
@@ -108,9 +109,21 @@ class WarmWorkerPool:
                     self.claimed += 1
                 return process
 
-    def stop(self) -> None:
-        """Stops the processes still waiting (none is a worker yet)."""
+    def start_new(self, args, **keywords) -> subprocess.Popen:
+        """A new process, as Beam would have started it, unless the pool has been
+        stopped. A run being stopped must not start a worker after its clean-up
+        listed the processes to kill (a hand-over fails then, as the waiting
+        process was stopped too)."""
         with self._lock:
+            if self._stopped:
+                raise RuntimeError("the run is ending: no new worker process is started")
+            return subprocess.Popen(args, **keywords)
+
+    def stop(self) -> None:
+        """Stops the processes still waiting (none is a worker yet); from now on
+        start_new refuses."""
+        with self._lock:
+            self._stopped = True
             waiting, self._waiting = self._waiting, []
         for process in waiting:
             process.stop()
@@ -146,10 +159,15 @@ class _WaitingProcess:
         """The process, now running Beam's worker with `environment`, if its own
         environment after its imports is `inherited`; otherwise (or if it died)
         None, and the process is stopped."""
-        with self._report:
-            # Blocks until the imports are done, as the worker would have to anyway.
-            report = self._report.read()
-        own = json.loads(report) if report else None
+        try:
+            with self._report:
+                # Blocks until the imports are done, as the worker would have to anyway.
+                report = self._report.read()
+            own = json.loads(report) if report else None
+        except (OSError, ValueError):
+            # A report cut short (the process was killed while writing it): an
+            # exception here would leave Beam waiting for a worker that never comes.
+            own = None
         if own != dict(inherited):
             if own is not None:
                 changed = sorted({name for name, _ in set(own.items()) ^ set(inherited.items())})
@@ -192,8 +210,7 @@ class _SubprocessWithWarmWorkers:
         # Beam calls Popen(command, shell=True, env=environment).
         if pool is not None and not rest and keywords.keys() == {"shell", "env"}:
             process = pool.claim(args, keywords["env"]) if keywords["shell"] else None
-            if process is not None:
-                return process
+            return process if process is not None else pool.start_new(args, **keywords)
         return subprocess.Popen(args, *rest, **keywords)
 
 
@@ -283,6 +300,9 @@ def main(argv: Sequence[str]) -> int:
     os.environ.update(environment)
     from apache_beam.runners.worker import sdk_worker_main
 
+    # As `python -m apache_beam.runners.worker.sdk_worker_main` would have it:
+    # options parsed from sys.argv inside the worker must not see ours.
+    sys.argv = [sdk_worker_main.__file__]
     sdk_worker_main.main(sys.argv)
     return 0
 

@@ -4,7 +4,10 @@ waiting process outlives its block."""
 
 from __future__ import annotations
 
+import io
 import os
+import subprocess
+import sys
 
 import apache_beam as beam
 import pytest
@@ -103,3 +106,20 @@ def test_a_waiting_process_that_died_is_skipped():
         run_squares(2)
     # One was dead: the runner got the other and one new process.
     assert pool.claimed == 1
+
+
+def test_no_new_worker_process_once_the_block_has_ended():
+    # A run being stopped: its clean-up has listed the processes to kill.
+    with warm_workers.started(1) as pool:
+        pass
+    with pytest.raises(RuntimeError, match="no new worker process"):
+        pool.start_new("true", shell=True, env=dict(os.environ))
+
+
+def test_a_report_cut_short_gives_no_worker_and_stops_the_process():
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], stdin=subprocess.PIPE
+    )
+    waiting = warm_workers._WaitingProcess(sleeper, io.BytesIO(b'{"PATH": "/us'))
+    assert waiting.hand_over(dict(os.environ), dict(os.environ)) is None
+    assert sleeper.poll() is not None
