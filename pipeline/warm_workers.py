@@ -9,19 +9,21 @@ stage that needed them: several more seconds before the first row was read
 (benchmarks/stage_times.py shows both).
 
 `started(count)` starts `count` processes at once. Each imports what a worker
-will need (WORKER_IMPORTS), then waits for one line on its stdin. When the
-runner later starts a worker, it is handed a waiting process instead of a new
-one: the process reads the environment Beam gives a new worker (control and
-logging addresses, pipeline options, worker id), takes it as its own, and runs
-Beam's worker main, exactly as the new process would have. From then on it is
-Beam's worker process in every way: the runner waits for it, reads its exit
-code and kills it at the end.
+will need (WORKER_IMPORTS) at a lower CPU priority, then waits for one line on
+its stdin. When the runner later starts a worker, it is handed a waiting
+process instead of a new one: the process reads the environment Beam gives a
+new worker (control and logging addresses, pipeline options, worker id), takes
+it as its own, and runs Beam's worker main, as the new process would have.
+From then on it is Beam's worker process: the runner waits for it, reads its
+exit code and kills it at the end. Two differences remain: it keeps the lower
+priority where raising it back needs privileges, and it ends without the
+interpreter's teardown (pipeline.process_exit).
 
 A waiting process is only handed out when the runner asks for Beam's own SDK
-worker command and the rest of its environment is the one the process was
-started with (a variable read at import time would otherwise be missed);
-otherwise the runner starts a new process as before. Unclaimed processes are
-stopped when the block ends.
+worker command and the rest of its environment is the one the waiting process
+has after its imports (a variable read at import time would otherwise be
+missed); otherwise the runner starts a new process as before, unless the block
+has ended. Unclaimed processes are stopped when the block ends.
 
 The hand-off replaces the `subprocess` module as seen by Beam's
 local_job_service (where SubprocessSdkWorker.run starts workers) with a proxy
