@@ -230,7 +230,11 @@ def check_supported() -> None:
 def _source(function) -> str:
     import inspect
 
-    return "".join(line.strip() for line in inspect.getsource(function).splitlines())
+    try:
+        lines = inspect.getsource(function).splitlines()
+    except (OSError, TypeError):  # no source installed: check_supported then refuses
+        return ""
+    return "".join(line.strip() for line in lines)
 
 
 def _install_proxy() -> None:
