@@ -15,7 +15,6 @@ come from benchmarks.run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import tempfile
@@ -25,26 +24,12 @@ STARTED = time.monotonic()
 SHORT_STAGE_SECONDS = 1.0
 
 
-@contextlib.contextmanager
 def timed_bundles(records: list[tuple[str, float, float]]):
     """Records (stage name, start, seconds) for every bundle the FnApiRunner runs."""
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from pipeline.workarounds.guard import applied
+    from pipeline.workarounds.stage_timing import StageTiming
 
-    original = fn_runner.FnApiRunner._execute_bundle
-
-    def execute_bundle(self, runner_execution_context, bundle_context_manager, bundle_input):
-        start = time.monotonic()
-        try:
-            return original(self, runner_execution_context, bundle_context_manager, bundle_input)
-        finally:
-            name = bundle_context_manager.stage.name
-            records.append((name, start - STARTED, time.monotonic() - start))
-
-    fn_runner.FnApiRunner._execute_bundle = execute_bundle
-    try:
-        yield
-    finally:
-        fn_runner.FnApiRunner._execute_bundle = original
+    return applied(StageTiming(records, STARTED))
 
 
 def summarize(records: list[tuple[str, float, float]], total: float, top: int) -> str:

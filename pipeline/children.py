@@ -71,8 +71,8 @@ def stop_descendants(grace_seconds: float = 5.0, root: int | None = None) -> lis
 
 
 SDK_WORKER_MODULE = "apache_beam.runners.worker.sdk_worker_main"
-# Started early, waiting to become an SDK worker (pipeline.warm_workers).
-WARM_WORKER_MODULE = "pipeline.warm_workers"
+# Started early, waiting to become an SDK worker (pipeline.workarounds.early_workers).
+WARM_WORKER_MODULE = "pipeline.workarounds.waiting_worker"
 # What Beam's local runner raises, on the thread that waits for a worker process,
 # when the worker (started through a shell) exits with a non-zero code.
 _WORKER_EXIT = re.compile(r"Worker subprocess exited with return code (-?\d+)")

@@ -119,6 +119,24 @@ class PreprocessOptions(PipelineOptions):
         )
 
 
+class WorkaroundOptions(PipelineOptions):
+    """Turns off a local-runner workaround (pipeline/workarounds/) for one run."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        from pipeline.workarounds import NAMES
+
+        parser.add_argument(
+            "--disable_workaround",
+            action="append",
+            choices=NAMES,
+            default=[],
+            help="Run without this workaround of Beam's local runners (repeat for several): "
+            "Beam's own behaviour applies instead. Used to measure what each one gains; "
+            "see pipeline/workarounds/__init__.py.",
+        )
+
+
 def validate_options(options: PipelineOptions) -> list[str]:
     """Every problem with the flags, as messages; empty when the flags are usable."""
     preprocess = options.view_as(PreprocessOptions)

@@ -20,9 +20,7 @@ flags, spec or transform_dir.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import signal
 import sys
 import threading
 import time
@@ -33,14 +31,18 @@ from apache_beam.io import fileio
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.transforms import window
 
+from pipeline import lifecycle, workarounds
 from pipeline import manifest as manifest_io
 from pipeline.dataflow import dry_run_requested, write_job_file
+from pipeline.layout import MANIFEST_NAME, RunLayout, StreamLayout
+from pipeline.lifecycle import EXIT_OK, EXIT_USAGE, StopRequested, StopState
 from pipeline.logs import configure_logging
 from pipeline.options import (
     LOCAL_STREAMING_RUNNER,
     DatasetOptions,
     OptionsError,
     StreamOptions,
+    WorkaroundOptions,
     duration_seconds,
     pin_local_runner,
     unknown_flags,
@@ -58,32 +60,7 @@ from transforms.streaming import (
 )
 from transforms.validation import dead_letter_to_json
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-START_RECORD = "stream.json"
 CANCEL_GRACE_SECONDS = 5
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamOutputLayout:
-    """Where a streaming run writes each output under its output directory."""
-
-    root: str
-
-    @property
-    def examples_dir(self) -> str:
-        return manifest_io.join(self.root, "examples")
-
-    @property
-    def dead_letter_dir(self) -> str:
-        return manifest_io.join(self.root, "dead_letter")
-
-    @property
-    def raw_features_dir(self) -> str:
-        return manifest_io.join(self.root, "raw_features")
-
-    @property
-    def start_record_path(self) -> str:
-        return manifest_io.join(self.root, START_RECORD)
 
 
 def _message(data: bytes, **attributes: str):
@@ -120,7 +97,7 @@ def build_pipeline(
     """
     dataset = options.view_as(DatasetOptions)
     stream = options.view_as(StreamOptions)
-    out = StreamOutputLayout(dataset.output_dir)
+    out = StreamLayout(dataset.output_dir)
     lateness = duration_seconds(stream.allowed_lateness)
     file_window = duration_seconds(stream.file_window)
 
@@ -209,10 +186,10 @@ def build_pipeline(
 def check_transform_dir(transform_dir: str, spec: DatasetSpec) -> dict:
     """The batch run's manifest; refuses a directory that is not a complete run of
     this very spec (another spec would mean training/serving skew)."""
-    manifest_path = manifest_io.join(transform_dir, manifest_io.MANIFEST_NAME)
+    manifest_path = RunLayout(transform_dir).manifest_path
     if not manifest_io.list_files(manifest_path):
         raise OptionsError(
-            f"--transform_dir {transform_dir} has no {manifest_io.MANIFEST_NAME}: it is not "
+            f"--transform_dir {transform_dir} has no {MANIFEST_NAME}: it is not "
             "a complete pipeline.preprocess output"
         )
     manifest = manifest_io.read_json(manifest_path)
@@ -245,7 +222,7 @@ def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict]:
 
 
 def write_start_record(options: PipelineOptions, spec: DatasetSpec, manifest: dict) -> None:
-    out = StreamOutputLayout(options.view_as(DatasetOptions).output_dir)
+    out = StreamLayout(options.view_as(DatasetOptions).output_dir)
     manifest_io.write_json(
         out.start_record_path,
         {
@@ -260,35 +237,17 @@ def write_start_record(options: PipelineOptions, spec: DatasetSpec, manifest: di
     )
 
 
-def wait_until_stopped(result) -> int:
-    """Waits for a local run to end or for SIGINT/SIGTERM, which cancel it."""
-    stop = threading.Event()
-    failure: list[BaseException] = []
-
-    def wait():
-        try:
-            result.wait_until_finish()
-        except Exception as error:  # noqa: BLE001 - reported below, exit code 1
-            failure.append(error)
-        stop.set()
-
-    def request_stop(signum, _frame):
-        logging.info("received %s; cancelling the pipeline", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+def wait_until_stopped(result, stop_state: StopState) -> int:
+    """Waits for a local run to end, or for SIGINT/SIGTERM, which cancel it: the
+    normal end of a local streaming run (exit code 0)."""
     try:
-        threading.Thread(target=wait, name="wait_until_finish", daemon=True).start()
-        stop.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if failure:
-        logging.error("pipeline failed", exc_info=failure[0])
-        print(f"error: run failed: {type(failure[0]).__name__}: {failure[0]}", file=sys.stderr)
-        return EXIT_FAILED
+        lifecycle.wait_for(result.wait_until_finish, stop_state)
+    except (StopRequested, KeyboardInterrupt) as stop:
+        logging.info("%s; cancelling the pipeline", stop or "interrupted")
+    else:
+        return EXIT_OK
     # The DirectRunner's cancel() waits for its worker thread, which may sit in a
-    # 30 s Pub/Sub pull; closed windows are already written, so the process does
+    # Pub/Sub pull; closed windows are already written, so the process does
     # not wait for it long.
     cancelling = threading.Thread(target=result.cancel, name="cancel", daemon=True)
     cancelling.start()
@@ -301,6 +260,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Runs the streaming job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     configure_logging()
+    lifecycle.register_stack_dump()
     try:
         options, spec, manifest = prepare(argv)
     except (SpecError, OptionsError) as error:
@@ -312,18 +272,22 @@ def run(argv: Sequence[str] | None = None) -> int:
         build_pipeline(pipeline, options, spec)
         print(f"dry run: wrote the Dataflow job to {write_job_file(pipeline.run(), options)}")
         return EXIT_OK
-    if runner == LOCAL_STREAMING_RUNNER:
-        from pipeline.local_pubsub import use_short_pulls
 
-        use_short_pulls()
-    write_start_record(options, spec, manifest)
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options, spec)
-    result = pipeline.run()
-    if runner != LOCAL_STREAMING_RUNNER:
-        print(f"submitted the streaming job to {runner}; state {result.state}")
-        return EXIT_OK
-    return wait_until_stopped(result)
+    def stream(stop_state: StopState) -> int:
+        write_start_record(options, spec, manifest)
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, options, spec)
+        if runner != LOCAL_STREAMING_RUNNER:
+            result = pipeline.run()
+            print(f"submitted the streaming job to {runner}; state {result.state}")
+            return EXIT_OK
+        disabled = options.view_as(WorkaroundOptions).disable_workaround
+        with workarounds.local_streaming_run(disabled):
+            return wait_until_stopped(pipeline.run(), stop_state)
+
+    return lifecycle.supervise(
+        stream, on_abort=lambda keep_outputs: None, aborted="windows still open are not written"
+    )
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ it as its own, and runs Beam's worker main, as the new process would have.
 From then on it is Beam's worker process: the runner waits for it, reads its
 exit code and kills it at the end. Two differences remain: it keeps the lower
 priority where raising it back needs privileges, and it ends without the
-interpreter's teardown (pipeline.process_exit).
+interpreter's teardown (pipeline.workarounds.quick_exit).
 
 A waiting process is only handed out when the runner asks for Beam's own SDK
 worker command and the rest of its environment is the one the waiting process
@@ -27,23 +27,26 @@ has ended. Unclaimed processes are stopped when the block ends.
 
 The hand-off replaces the `subprocess` module as seen by Beam's
 local_job_service (where SubprocessSdkWorker.run starts workers) with a proxy
-whose Popen does the above; every other name is the real module's.
-apache-beam is pinned in constraints.txt; `check_supported()` fails loudly if a
-Beam upgrade moves that call.
+whose Popen does the above; every other name is the real module's. That is a
+private detail of Beam: `EarlyWorkers.missing_internals` checks that
+SubprocessSdkWorker.run still makes that very call, and where it does not the
+workaround turns itself off with one warning and Beam starts its workers as
+usual. No upstream issue. Measured gain: benchmarks/README, "Runner
+workarounds, with and without".
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+
+from pipeline.workarounds.guard import Patch, Workaround, missing_in_source
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -71,6 +74,9 @@ STOP_SECONDS = 5.0
 # idle core rather than share the runner's. Measured at 1M rows, sharing it
 # delayed the first stage by about as much as the early imports saved.
 IMPORT_NICENESS = 10
+# What a waiting process runs (a module of its own, which this package does not
+# import, so that `python -m` runs it fresh).
+WAITING_WORKER_MODULE = "pipeline.workarounds.waiting_worker"
 
 _PROXY_LOCK = threading.Lock()
 _active_pool: WarmWorkerPool | None = None
@@ -146,7 +152,7 @@ class _WaitingProcess:
         read_end, write_end = os.pipe()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(write_end), *imports],
+                [sys.executable, "-m", WAITING_WORKER_MODULE, str(write_end), *imports],
                 stdin=subprocess.PIPE,
                 pass_fds=(write_end,),
                 # As Beam builds a worker's environment: from os.environ, which
@@ -216,107 +222,52 @@ class _SubprocessWithWarmWorkers:
         return subprocess.Popen(args, *rest, **keywords)
 
 
-def check_supported() -> None:
-    from apache_beam.runners.portability import local_job_service
+def active_pool() -> WarmWorkerPool | None:
+    """The pool of the block in force, if any."""
+    with _PROXY_LOCK:
+        return _active_pool
 
-    source = _source(local_job_service.SubprocessSdkWorker.run)
-    if "subprocess.Popen(self._worker_command_line, shell=True, env=env_dict)" not in source:
-        raise RuntimeError(
-            "this apache-beam release starts its SDK worker processes differently; "
-            "install the version pinned in constraints.txt"
+
+class EarlyWorkers(Workaround):
+    """Starts `count` waiting worker processes for the block; Beam's
+    multi-process local runner takes them as its workers."""
+
+    name = "early_workers"
+    summary = "local worker processes start while the job is built"
+
+    def __init__(self, count: int, imports: Sequence[str] = WORKER_IMPORTS):
+        self._count = count
+        self._imports = tuple(imports)
+
+    def missing_internals(self) -> list[str]:
+        from apache_beam.runners.portability import local_job_service
+
+        worker = getattr(local_job_service, "SubprocessSdkWorker", None)
+        if worker is None or not hasattr(local_job_service, "subprocess"):
+            return ["local_job_service.SubprocessSdkWorker, local_job_service.subprocess"]
+        return missing_in_source(
+            worker.run,
+            ["subprocess.Popen(self._worker_command_line, shell=True, env=env_dict)"],
+            "SubprocessSdkWorker.run",
         )
 
+    def patches(self) -> Sequence[Patch]:
+        from apache_beam.runners.portability import local_job_service
 
-def _source(function) -> str:
-    import inspect
+        return [Patch(local_job_service, "subprocess", _SubprocessWithWarmWorkers())]
 
-    try:
-        lines = inspect.getsource(function).splitlines()
-    except (OSError, TypeError):  # no source installed: check_supported then refuses
-        return ""
-    return "".join(line.strip() for line in lines)
-
-
-def _install_proxy() -> None:
-    from apache_beam.runners.portability import local_job_service
-
-    with _PROXY_LOCK:
-        if not isinstance(local_job_service.subprocess, _SubprocessWithWarmWorkers):
-            local_job_service.subprocess = _SubprocessWithWarmWorkers()
-
-
-@contextlib.contextmanager
-def started(count: int, imports: Sequence[str] = WORKER_IMPORTS) -> Iterator[WarmWorkerPool]:
-    """Starts `count` waiting worker processes for the block; Beam's
-    multi-process local runner takes them as its workers. One block at a time."""
-    global _active_pool
-    check_supported()
-    _install_proxy()
-    pool = WarmWorkerPool(count, imports)
-    with _PROXY_LOCK:
-        if _active_pool is not None:
-            raise RuntimeError("warm worker processes are already started for another run")
-        _active_pool = pool
-    try:
-        pool.start()
-        yield pool
-    finally:
+    @contextlib.contextmanager
+    def session(self) -> Iterator[WarmWorkerPool]:
+        global _active_pool
+        pool = WarmWorkerPool(self._count, self._imports)
         with _PROXY_LOCK:
-            _active_pool = None
-        pool.stop()
-
-
-def _wait_for_environment(report_fd: int, imports: Sequence[str]) -> dict | None:
-    try:
-        with _lower_priority(IMPORT_NICENESS):
-            for module in imports:
-                importlib.import_module(module)
-        with os.fdopen(report_fd, "wb") as report:
-            report.write(json.dumps(dict(os.environ)).encode())
-        line = sys.stdin.buffer.readline()
-    except KeyboardInterrupt:
-        # Stopped with its run before it was needed (Ctrl-C reaches the whole
-        # process group): no traceback.
-        sys.exit(128 + signal.SIGINT)
-    except BrokenPipeError:
-        return None  # the run is gone
-    # An empty line: the run ended without needing this process.
-    return json.loads(line) if line else None
-
-
-@contextlib.contextmanager
-def _lower_priority(increment: int) -> Iterator[None]:
-    """Runs the block at a lower CPU priority, then restores it where allowed
-    (raising a priority back needs privileges; without them the worker stays
-    at the lower one, as does its sibling, and only the runner is ahead)."""
-    original = os.getpriority(os.PRIO_PROCESS, 0)
-    os.setpriority(os.PRIO_PROCESS, 0, min(original + increment, 19))
-    try:
-        yield
-    finally:
-        with contextlib.suppress(PermissionError):
-            os.setpriority(os.PRIO_PROCESS, 0, original)
-
-
-def main(argv: Sequence[str]) -> int:
-    environment = _wait_for_environment(int(argv[0]), argv[1:])
-    if environment is None:
-        return 0
-    os.environ.clear()
-    os.environ.update(environment)
-    from apache_beam.runners.worker import sdk_worker_main
-
-    # As `python -m apache_beam.runners.worker.sdk_worker_main` would have it:
-    # options parsed from sys.argv inside the worker must not see ours.
-    sys.argv = [sdk_worker_main.__file__]
-    sdk_worker_main.main(sys.argv)
-    return 0
-
-
-if __name__ == "__main__":
-    # Once Beam's harness returns, nothing is left to do but the teardown, which
-    # the runner would wait for (see pipeline.process_exit). A failing worker
-    # raises out of main and exits through the interpreter, with its traceback.
-    from pipeline.process_exit import exit_now
-
-    exit_now(main(sys.argv[1:]))
+            if _active_pool is not None:
+                raise RuntimeError("warm worker processes are already started for another run")
+            _active_pool = pool
+        try:
+            pool.start()
+            yield pool
+        finally:
+            with _PROXY_LOCK:
+                _active_pool = None
+            pool.stop()

@@ -1,4 +1,4 @@
-"""pipeline.local_determinism: the local runner's buffers hand out the same
+"""pipeline.workarounds.reproducible_runs: the local runner's buffers hand out the same
 elements in the same places whatever order the workers' chunks arrived in.
 The whole-job check (two default runs, byte-identical analysis and examples) is
 in tests/test_preprocess_e2e.py."""
@@ -14,7 +14,9 @@ from apache_beam.coders.coder_impl import create_InputStream, create_OutputStrea
 from apache_beam.runners.portability.fn_api_runner import execution
 from apache_beam.transforms import core, window
 
-from pipeline import local_determinism
+from pipeline.workarounds import reproducible_runs
+from pipeline.workarounds.guard import applied
+from pipeline.workarounds.reproducible_runs import ReproducibleLocalRuns
 
 KV_CODER = coders.WindowedValueCoder(
     coders.TupleCoder([coders.StrUtf8Coder(), coders.VarIntCoder()]),
@@ -30,9 +32,11 @@ def grouping_buffer() -> execution.GroupingBuffer:
     return execution.GroupingBuffer(KV_CODER, GROUPED_CODER, core.Windowing(window.GlobalWindows()))
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture
 def ordered():
-    local_determinism.ordered_local_buffers()
+    with applied(ReproducibleLocalRuns()) as in_force:
+        assert in_force
+        yield
 
 
 def chunk(pairs) -> bytes:
@@ -66,7 +70,7 @@ WORKER_CHUNKS = [
 ]
 
 
-def test_a_group_by_key_lists_keys_and_values_alike_for_every_arrival_order():
+def test_a_group_by_key_lists_keys_and_values_alike_for_every_arrival_order(ordered):
     results = []
     for arrival in itertools.permutations(WORKER_CHUNKS):
         buffer = grouping_buffer()
@@ -84,7 +88,7 @@ def test_a_group_by_key_lists_keys_and_values_alike_for_every_arrival_order():
     }
 
 
-def test_merging_grouping_buffers_keeps_the_order_independent_of_arrival():
+def test_merging_grouping_buffers_keeps_the_order_independent_of_arrival(ordered):
     def merged(order):
         first, second = (grouping_buffer() for _ in range(2))
         for data in order[:2]:
@@ -97,7 +101,7 @@ def test_merging_grouping_buffers_keeps_the_order_independent_of_arrival():
     assert merged(WORKER_CHUNKS) == merged(WORKER_CHUNKS[::-1])
 
 
-def test_a_materialized_collection_splits_alike_for_every_arrival_order():
+def test_a_materialized_collection_splits_alike_for_every_arrival_order(ordered):
     splits = []
     for arrival in itertools.permutations(WORKER_CHUNKS):
         buffer = execution.ListBuffer(KV_CODER.get_impl())
@@ -119,8 +123,8 @@ def build_fanned_combine() -> beam.Pipeline:
     return pipeline
 
 
-def test_fanout_is_left_out_only_while_the_context_is_active():
-    with local_determinism.without_hot_key_fanout():
+def test_fanout_is_left_out_only_while_the_workaround_is_in_force():
+    with applied(ReproducibleLocalRuns()):
         plain = build_fanned_combine()
     fanned = build_fanned_combine()
     assert not any("SplitHotCold" in label for label in transform_labels(plain))
@@ -128,25 +132,36 @@ def test_fanout_is_left_out_only_while_the_context_is_active():
 
 
 def test_the_patched_internals_are_present_in_the_pinned_beam():
-    local_determinism.check_supported()
+    assert ReproducibleLocalRuns().missing_internals() == []
 
 
-def test_timer_buffers_keep_their_order():
+def test_without_the_workaround_arrival_order_shows_through():
+    """The oracle for the tests above: Beam's own buffer keeps arrival order."""
+    orders = set()
+    for arrival in itertools.permutations(WORKER_CHUNKS):
+        buffer = execution.ListBuffer(KV_CODER.get_impl())
+        for data in arrival:
+            buffer.append(data)
+        orders.add(tuple(buffer))
+    assert len(orders) > 1
+
+
+def test_timer_buffers_keep_their_order(ordered):
     """The runner applies timer sets and clears in the order written."""
     from apache_beam.runners.portability.fn_api_runner import execution as runner_execution
 
     buffer = runner_execution.ListBuffer(KV_CODER.get_impl())
-    setattr(buffer, local_determinism._TIMERS_ATTRIBUTE, True)
+    setattr(buffer, reproducible_runs._TIMERS_ATTRIBUTE, True)
     arrival = list(reversed(sorted(WORKER_CHUNKS)))
     for data in arrival:
         buffer.append(data)
     assert list(buffer) == arrival
 
 
-def test_overlapping_fanout_contexts_restore_the_original_once():
+def test_overlapping_blocks_restore_the_original_once():
     original = core.CombinePerKey.__dict__["with_hot_key_fanout"]
-    outer = local_determinism.without_hot_key_fanout()
-    inner = local_determinism.without_hot_key_fanout()
+    outer = applied(ReproducibleLocalRuns())
+    inner = applied(ReproducibleLocalRuns())
     outer.__enter__()
     inner.__enter__()
     outer.__exit__(None, None, None)  # out of order, as two threads might

@@ -1,12 +1,16 @@
-"""pipeline.local_shutdown: the local runner closes its worker handlers at once."""
+"""pipeline.workarounds.parallel_worker_close: the local runner closes its worker
+handlers at once."""
 
 from __future__ import annotations
 
 import threading
 
+import pytest
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
-from pipeline import local_shutdown
+from pipeline.workarounds import parallel_worker_close
+from pipeline.workarounds.guard import applied
+from pipeline.workarounds.parallel_worker_close import ParallelWorkerClose
 
 
 class FakeHandler:
@@ -23,8 +27,14 @@ class FakeHandler:
         self._closed.append(self)
 
 
-def test_worker_handlers_are_closed_together_and_forgotten():
-    local_shutdown.close_workers_together()
+@pytest.fixture
+def together():
+    with applied(ParallelWorkerClose()) as in_force:
+        assert in_force
+        yield
+
+
+def test_worker_handlers_are_closed_together_and_forgotten(together):
     manager = worker_handlers.WorkerHandlerManager({}, None)
     barrier, closed = threading.Barrier(3), []
     handlers = [FakeHandler(barrier, closed) for _ in range(3)]
@@ -34,11 +44,14 @@ def test_worker_handlers_are_closed_together_and_forgotten():
     assert not manager._cached_handlers
 
 
-def test_patching_twice_wraps_once():
-    local_shutdown.close_workers_together()
-    patched = worker_handlers.WorkerHandlerManager.close_all
-    local_shutdown.close_workers_together()
-    assert worker_handlers.WorkerHandlerManager.close_all is patched
+def test_nested_blocks_wrap_once_and_restore_beam_s_own():
+    original = worker_handlers.WorkerHandlerManager.close_all
+    with applied(ParallelWorkerClose()):
+        patched = worker_handlers.WorkerHandlerManager.close_all
+        with applied(ParallelWorkerClose()):
+            assert worker_handlers.WorkerHandlerManager.close_all is patched
+        assert patched is not original
+    assert worker_handlers.WorkerHandlerManager.close_all is original
 
 
 class StuckHandler:
@@ -49,9 +62,8 @@ class StuckHandler:
         self._release.wait()
 
 
-def test_a_worker_that_never_closes_does_not_hang_close_all(monkeypatch):
-    local_shutdown.close_workers_together()
-    monkeypatch.setattr(local_shutdown, "CLOSE_TIMEOUT_SECONDS", 0.5)
+def test_a_worker_that_never_closes_does_not_hang_close_all(together, monkeypatch):
+    monkeypatch.setattr(parallel_worker_close, "CLOSE_TIMEOUT_SECONDS", 0.5)
     manager = worker_handlers.WorkerHandlerManager({}, None)
     release = threading.Event()
     manager._cached_handlers["env"] = [StuckHandler(release), StuckHandler(release)]
