@@ -1,5 +1,5 @@
-"""Writing TFRecord files: from batches of serialized records (batch job) and
-one record at a time (the streaming job's per-window sink).
+"""Writing TFRecord files: the one framing of the format, used by the batch
+writer of serialized-record batches and by the streaming job's per-window sink.
 
 Beam's WriteToTFRecord takes one element per record, and its file handle
 compresses each record with a call of its own. Our examples come out of
@@ -9,7 +9,8 @@ handles one element per batch instead of one per example. The files are the
 standard TFRecord format that tf.data and WriteToTFRecord read and write.
 
 The streaming job writes through fileio.WriteToFiles instead, whose sink takes
-one record at a time (`TFRecordGzipSink`).
+one record at a time (`TFRecordGzipSink`); it frames them with the same
+`frame_records`.
 """
 
 from __future__ import annotations
@@ -107,10 +108,7 @@ class TFRecordGzipSink(fileio.FileSink):
         self._file = gzip.GzipFile(fileobj=fh, mode="wb")
 
     def write(self, record: bytes):
-        # Beam's own TFRecord framing (length, masked CRC32C of length and data).
-        from apache_beam.io.tfrecordio import _TFRecordUtil
-
-        _TFRecordUtil.write_record(self._file, record)
+        self._file.write(frame_records((record,)))
 
     def flush(self):
         # Ends the gzip stream; the handle itself is closed by WriteToFiles.
