@@ -82,9 +82,7 @@ def build_pipeline(
 
     from transforms.analyze import (
         PASSTHROUGH_KEY,
-        TRANSFORM_FN,
         AnalyzeAndTransform,
-        transformed_batches_key,
     )
 
     preprocess = options.view_as(PreprocessOptions)
@@ -127,7 +125,7 @@ def build_pipeline(
     transformed = splits | "AnalyzeAndTransform" >> AnalyzeAndTransform(
         spec, tft_temp_dir, ANALYZE_SPLIT
     )
-    transform_fn = transformed.pop(TRANSFORM_FN)
+    transform_fn = transformed.transform_fn
 
     raw_columns, transformed_columns = spec_statistics_columns(spec)
     _ = (
@@ -137,14 +135,14 @@ def build_pipeline(
     )
     for split in spec.split_names:
         _ = (
-            transformed.pop(transformed_batches_key(split))
+            transformed.transformed_batches[split]
             | f"TransformedStatistics[{split}]"
             >> ComputeStatistics(transformed_columns, row_id_columns=[PASSTHROUGH_KEY])
             | f"WriteTransformedStatistics[{split}]"
             >> _WriteJson(out.transformed_statistics_path(split))
         )
 
-    for split, serialized in transformed.items():
+    for split, serialized in transformed.examples.items():
         _ = serialized | f"WriteExamples[{split}]" >> WriteTFRecordBatches(
             out.split_prefix(split),
             file_name_suffix=".tfrecord.gz",

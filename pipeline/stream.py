@@ -49,16 +49,13 @@ from pipeline.options import (
     validate_stream_options,
 )
 from schemas.spec import DatasetSpec, SpecError, load_spec
+from transforms.admission import AdmitOnTime
+from transforms.live_aggregates import JoinLiveAggregates
 from transforms.messages import ParseMessages, row_to_json
-from transforms.streaming import (
-    AdmitOnTime,
-    ApplyTransformGraph,
-    JoinLiveAggregates,
-    TFRecordGzipSink,
-    WriteWindowedFiles,
-    stamp_arrival_time,
-)
+from transforms.tfrecords import TFRecordGzipSink
+from transforms.transform_graph import ApplyTransformGraph
 from transforms.validation import dead_letter_to_json
+from transforms.windowed_files import WriteWindowedFiles, stamp_arrival_time
 
 CANCEL_GRACE_SECONDS = 5
 

@@ -104,7 +104,7 @@ def make_plan(
     spec, rows: list[dict], now: float, lateness: int, read_margin: int, seed: int
 ) -> Plan:
     """Assigns event times around `now` and picks the late and malformed messages."""
-    from transforms.streaming import admission_window_seconds
+    from transforms.admission import admission_window_seconds
 
     size = admission_window_seconds(spec)
     generator = random.Random(seed)
@@ -168,7 +168,7 @@ def _seconds(text: str) -> int:
 
 def wait_for_window_start(spec, lateness: int, read_margin: int) -> float:
     """Sleeps, if needed, until a closed window is within the lateness with margin."""
-    from transforms.streaming import admission_window_seconds
+    from transforms.admission import admission_window_seconds
 
     size = admission_window_seconds(spec)
     now = time.time()

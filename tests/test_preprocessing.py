@@ -104,7 +104,7 @@ def run_transform(spec, splits: dict, tmp_path) -> tuple[dict, object]:
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
 
-    from transforms.analyze import TRANSFORM_FN, AnalyzeAndTransform
+    from transforms.analyze import AnalyzeAndTransform
     from transforms.tfrecords import WriteTFRecordBatches
 
     out = str(tmp_path / "out")
@@ -113,10 +113,8 @@ def run_transform(spec, splits: dict, tmp_path) -> tuple[dict, object]:
             name: p | f"Create[{name}]" >> beam.Create([batch]) for name, batch in splits.items()
         }
         transformed = inputs | AnalyzeAndTransform(spec, str(tmp_path / "tmp"))
-        _ = transformed.pop(TRANSFORM_FN) | tft_beam.WriteTransformFn(out)
-        for name, examples in transformed.items():
-            if name.startswith("[transformed]"):
-                continue  # transformed RecordBatches, for statistics
+        _ = transformed.transform_fn | tft_beam.WriteTransformFn(out)
+        for name, examples in transformed.examples.items():
             _ = examples | f"Write[{name}]" >> WriteTFRecordBatches(
                 f"{out}/{name}/part", num_shards=1
             )

@@ -17,11 +17,8 @@ from apache_beam.transforms.window import TimestampedValue
 
 from tests.aggregate_reference import reference_values
 from tests.conftest import minimal_spec
-from transforms.streaming import (
-    AdmitOnTime,
-    JoinLiveAggregates,
-    admission_window_seconds,
-)
+from transforms.admission import AdmitOnTime, admission_window_seconds
+from transforms.live_aggregates import JoinLiveAggregates
 
 START = 1_767_225_600  # 2026-01-01T00:00:00Z, a multiple of every period below
 LATENESS = 5

@@ -1,4 +1,5 @@
-"""WriteTFRecordBatches writes files that tf.data reads back record for record."""
+"""WriteTFRecordBatches and TFRecordGzipSink write files that tf.data reads back
+record for record, framed byte for byte as Beam's own TFRecord writer frames them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import apache_beam as beam
 import pytest
 
 from tests.conftest import test_pipeline
-from transforms.tfrecords import WriteTFRecordBatches, frame_records, masked_crc32c
+from transforms.tfrecords import (
+    TFRecordGzipSink,
+    WriteTFRecordBatches,
+    frame_records,
+    masked_crc32c,
+)
 
 
 def test_masked_crc_matches_beams_own_tfrecord_writer():
@@ -51,3 +57,36 @@ def test_written_files_read_back_with_tf_data(tmp_path, num_shards):
             gzip.decompress(handle.read())  # each file is one valid gzip stream
     read = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
     assert sorted(read) == sorted(record for batch in batches for record in batch)
+
+
+def test_gzip_sink_writes_one_gzip_stream_framed_as_beams_writer():
+    import io
+
+    from apache_beam.io.tfrecordio import _TFRecordUtil
+
+    records = [b"", b"one", b"\x00\xff" * 300]
+    expected = io.BytesIO()
+    for record in records:
+        _TFRecordUtil.write_record(expected, record)
+    handle = io.BytesIO()
+    sink = TFRecordGzipSink()
+    sink.open(handle)
+    for record in records:
+        sink.write(record)
+    sink.flush()
+    assert gzip.decompress(handle.getvalue()) == expected.getvalue()
+
+
+def test_gzip_sink_files_read_back_with_tf_data(tmp_path):
+    import tensorflow as tf
+
+    path = tmp_path / "part.tfrecord.gz"
+    records = [b"r%d" % i for i in range(50)]
+    with open(path, "wb") as handle:
+        sink = TFRecordGzipSink()
+        sink.open(handle)
+        for record in records:
+            sink.write(record)
+        sink.flush()
+    read = [r.numpy() for r in tf.data.TFRecordDataset([str(path)], compression_type="GZIP")]
+    assert read == records

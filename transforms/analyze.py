@@ -12,6 +12,7 @@ passthrough column, and the transformed batches are partitioned by it again.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -34,13 +35,27 @@ SPLIT_COLUMN = "__split__"
 # size, and splitting rows leaves small eval and test batches, which transformed
 # at half the rows/s of train; rows of all splits share batches here.
 TRANSFORM_BATCH_ROWS = 8192
-# Output key of the transform_fn beside the split names (which cannot contain '[').
-TRANSFORM_FN = "[transform_fn]"
 
 
-def transformed_batches_key(split: str) -> str:
-    """Output key of a split's transformed RecordBatches (for statistics)."""
-    return f"[transformed]{split}"
+class AnalyzeAndTransformResult(NamedTuple):
+    """What AnalyzeAndTransform outputs.
+
+    A NamedTuple because Beam tags a composite's outputs with a namedtuple's
+    field names, looking into dicts too (get_named_nested_pvalues in
+    apache_beam/transforms/ptransform.py): the tags are transform_fn,
+    examples.<split> and transformed_batches.<split>. Beam does not look into a
+    dataclass, so its PCollections would not be registered as outputs.
+    """
+
+    # tft_beam.AnalyzeDataset's (PCollection of the saved graph's directory,
+    # metadata), for tft_beam.WriteTransformFn.
+    transform_fn: tuple
+    # {split: PCollection[list[bytes]]} of serialized transformed examples, one
+    # list per batch (for transforms.tfrecords.WriteTFRecordBatches).
+    examples: dict[str, beam.PCollection]
+    # {split: PCollection[pa.RecordBatch]} of the transformed features, the record
+    # key included as PASSTHROUGH_KEY (for statistics).
+    transformed_batches: dict[str, beam.PCollection]
 
 
 def tfxio_arrow_schema(spec: DatasetSpec, with_split: bool = False) -> pa.Schema:
@@ -187,11 +202,8 @@ class AnalyzeAndTransform(beam.PTransform):
     """Analyzes the train split and transforms every split with one transform_fn.
 
     Input: dict {split: PCollection[pa.RecordBatch]} of validated flat rows.
-    Output: dict {split: PCollection[list[bytes]]} of serialized transformed
-    examples, one list per batch, {transformed_batches_key(split):
-    PCollection[pa.RecordBatch]} of the transformed features (the record key
-    included, as PASSTHROUGH_KEY),
-    plus {TRANSFORM_FN: the transform_fn} for tft_beam.WriteTransformFn.
+    Output: an AnalyzeAndTransformResult: the transform_fn, and per split the
+    serialized transformed examples and the transformed RecordBatches.
     tf.Transform's temp files go to `temp_dir`, which must be visible to every
     worker (a path under the output or --temp_location, never a local mkdtemp).
     """
@@ -211,7 +223,7 @@ class AnalyzeAndTransform(beam.PTransform):
         self._temp_dir = temp_dir
         self._analyze_split = analyze_split
 
-    def expand(self, splits: dict):
+    def expand(self, splits: dict) -> AnalyzeAndTransformResult:
         import tensorflow_transform.beam as tft_beam
 
         from transforms.preprocessing import make_preprocessing_fn
@@ -254,10 +266,13 @@ class AnalyzeAndTransform(beam.PTransform):
         by_split = transformed | "PartitionBySplit" >> beam.ParDo(
             _PartitionBySplitDoFn(split_names)
         ).with_outputs(*split_names)
-        outputs = {TRANSFORM_FN: transform_fn}
-        for split in split_names:
-            outputs[split] = by_split[split] | f"Encode[{split}]" >> beam.ParDo(
-                _EncodeExamplesDoFn(spec.key_column)
-            )
-            outputs[transformed_batches_key(split)] = by_split[split]
-        return outputs
+        examples = {
+            split: by_split[split]
+            | f"Encode[{split}]" >> beam.ParDo(_EncodeExamplesDoFn(spec.key_column))
+            for split in split_names
+        }
+        return AnalyzeAndTransformResult(
+            transform_fn=transform_fn,
+            examples=examples,
+            transformed_batches={split: by_split[split] for split in split_names},
+        )

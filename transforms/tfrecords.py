@@ -1,4 +1,5 @@
-"""Writing TFRecord files from batches of serialized records.
+"""Writing TFRecord files: the one framing of the format, used by the batch
+writer of serialized-record batches and by the streaming job's per-window sink.
 
 Beam's WriteToTFRecord takes one element per record, and its file handle
 compresses each record with a call of its own. Our examples come out of
@@ -6,16 +7,21 @@ tf.Transform and the encoder in batches, so they are framed here a batch at a
 time and each batch reaches the file, and gzip, in one write: the runner then
 handles one element per batch instead of one per example. The files are the
 standard TFRecord format that tf.data and WriteToTFRecord read and write.
+
+The streaming job writes through fileio.WriteToFiles instead, whose sink takes
+one record at a time (`TFRecordGzipSink`); it frames them with the same
+`frame_records`.
 """
 
 from __future__ import annotations
 
+import gzip
 import struct
 from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.coders import coders
-from apache_beam.io import filebasedsink
+from apache_beam.io import filebasedsink, fileio
 from apache_beam.io.filesystem import CompressionTypes
 
 _LENGTH = struct.Struct("<Q")
@@ -90,3 +96,22 @@ class WriteTFRecordBatches(beam.PTransform):
             | "FrameRecords" >> beam.Map(frame_records)
             | "WriteFiles" >> beam.io.Write(self._sink)
         )
+
+
+class TFRecordGzipSink(fileio.FileSink):
+    """A fileio sink: serialized records -> one gzip-compressed TFRecord file."""
+
+    def __init__(self):
+        self._file = None
+
+    def open(self, fh):
+        self._file = gzip.GzipFile(fileobj=fh, mode="wb")
+
+    def write(self, record: bytes):
+        self._file.write(frame_records((record,)))
+
+    def flush(self):
+        # Ends the gzip stream; the handle itself is closed by WriteToFiles.
+        if self._file is not None:
+            self._file.close()
+            self._file = None
