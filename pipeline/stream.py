@@ -11,7 +11,7 @@ Writes STREAM_OUT/examples/part-<window start>-<window end>-<shard>-of-<n>.tfrec
 (unless --dead_letter_topic is given), STREAM_OUT/raw_features/*.jsonl (rows
 with their aggregates, with --write_raw_features) and, at start,
 STREAM_OUT/stream.json (spec hash, transform_fn fingerprint, flags). See
-transforms/streaming.py for the event-time model.
+transforms/admission.py for the event-time model.
 
 A local run (DirectRunner) runs until Ctrl-C or SIGTERM; on Dataflow the command
 returns once the job is submitted. Exit codes: 0 success, 1 failed run, 2 bad

@@ -299,7 +299,7 @@ def test_parallel_runs_reproduce_each_other_exactly(run_result):
     """Two default runs (several worker processes): the same vocabulary files,
     analyzer results and example multisets, bit for bit, although the workers
     finish their parts in a different order each time
-    (pipeline.local_determinism)."""
+    (pipeline.workarounds.reproducible_runs)."""
     first = run_result["output_dir"]
     second = str(run_result["base"] / "parallel_2")
     argv = preprocess_args(

@@ -9,7 +9,7 @@ interval is exactly the periods with index q - W/P .. q - 1, where q = floor(t/P
 both implementations pre-aggregate per (entity, period) and then combine whole
 periods, which is why they agree.
 
-- Streaming (`transforms.streaming.JoinLiveAggregates`): admitted rows are
+- Streaming (`transforms.live_aggregates.JoinLiveAggregates`): admitted rows are
   pre-aggregated into the same PeriodStats per admission window, then collected
   in SlidingWindows(W, P); the window ending at e holds exactly [e - W, e).
 - Batch (`JoinAggregates`): rows are pre-aggregated per (entity, block, period),

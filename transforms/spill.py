@@ -56,7 +56,7 @@ class _SpillBatchesDoFn(beam.DoFn):
     of its bytes. A retried bundle thus never overwrites another bundle's file
     with different rows, and the paths depend only on the rows: ReadSpillFiles
     spreads the files over workers by path, so a rerun gives each worker the
-    same rows (see pipeline.local_determinism).
+    same rows (see pipeline.workarounds.reproducible_runs).
     """
 
     def __init__(self, directory: str, file_rows: int = SPILL_FILE_ROWS):
