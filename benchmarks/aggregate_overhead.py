@@ -19,6 +19,8 @@ import tempfile
 
 import yaml
 
+from pipeline.layout import RunLayout
+
 
 def spec_without_aggregates(spec_path: str, output_path: str) -> None:
     with open(spec_path) as handle:
@@ -39,7 +41,7 @@ def timed_run(spec: str, data: str, output_dir: str) -> float:
         "--output_dir", output_dir, "--runner", "FnApiRunner", "--overwrite",
     ]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True)
-    with open(os.path.join(output_dir, "manifest.json")) as handle:
+    with open(RunLayout(output_dir).manifest_path) as handle:
         return json.load(handle)["wall_seconds"]
 
 

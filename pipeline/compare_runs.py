@@ -21,6 +21,8 @@ import sys
 
 import numpy as np
 
+from pipeline.layout import RunLayout
+
 
 def split_names(output_dir: str) -> list[str]:
     return sorted(
@@ -47,8 +49,8 @@ def read_split(output_dir: str, split: str, feature_spec: dict, key_column: str)
 
 
 def compare_assets(dir_a: str, dir_b: str) -> list[str]:
-    assets_a = os.path.join(dir_a, "transform_fn", "assets")
-    assets_b = os.path.join(dir_b, "transform_fn", "assets")
+    assets_a = RunLayout(dir_a).vocabulary_dir
+    assets_b = RunLayout(dir_b).vocabulary_dir
     names_a = sorted(os.listdir(assets_a)) if os.path.isdir(assets_a) else []
     names_b = sorted(os.listdir(assets_b)) if os.path.isdir(assets_b) else []
     problems = [] if names_a == names_b else [f"vocabulary files differ: {names_a} vs {names_b}"]
@@ -88,11 +90,11 @@ def compare(dir_a: str, dir_b: str, atol: float = 1e-5) -> dict:
     """A report whose 'problems' list is empty when the outputs are equivalent."""
     import tensorflow_transform as tft
 
-    with open(os.path.join(dir_a, "manifest.json")) as handle:
+    with open(RunLayout(dir_a).manifest_path) as handle:
         key_column = json.load(handle)["key_column"]
     problems = compare_assets(dir_a, dir_b)
-    schema = os.path.join("transformed_metadata", "schema.pbtxt")
-    if not filecmp.cmp(os.path.join(dir_a, schema), os.path.join(dir_b, schema), False):
+    schema_a, schema_b = (RunLayout(d).transformed_schema_path for d in (dir_a, dir_b))
+    if not filecmp.cmp(schema_a, schema_b, False):
         problems.append("transformed schemas differ")
     splits_a, splits_b = split_names(dir_a), split_names(dir_b)
     if splits_a != splits_b:

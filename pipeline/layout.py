@@ -51,7 +51,8 @@ DEAD_LETTER_DIR = "dead_letter"
 RAW_FEATURES_DIR = "raw_features"
 EXAMPLES_SUFFIX = ".tfrecord.gz"
 PARQUET_SUFFIX = ".parquet"
-DEAD_LETTER_SUFFIX = ".jsonl"
+JSON_LINES_SUFFIX = ".jsonl"
+DEAD_LETTER_SUFFIX = JSON_LINES_SUFFIX
 # Under OUTPUT but never part of a committed run.
 STAGING_DIR = "_staging"
 COUNTS_DIR = "_counts"

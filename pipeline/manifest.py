@@ -13,7 +13,10 @@ import platform
 
 from apache_beam.io.filesystems import FileSystems
 
-MANIFEST_NAME = "manifest.json"
+from pipeline.layout import MANIFEST_NAME
+
+__all__ = ["MANIFEST_NAME", "MANIFEST_VERSION"]
+
 MANIFEST_VERSION = 1
 _PACKAGES = (
     "apache-beam",

@@ -35,7 +35,14 @@ from pipeline import commit, lifecycle, workarounds
 from pipeline import manifest as manifest_io
 from pipeline.dataflow import dry_run_requested, write_job_file
 from pipeline.finalize import finalize_run, print_summary
-from pipeline.layout import ANALYZE_SPLIT, RunLayout, raw_statistics_relpath
+from pipeline.layout import (
+    ANALYZE_SPLIT,
+    DEAD_LETTER_SUFFIX,
+    EXAMPLES_SUFFIX,
+    PARQUET_SUFFIX,
+    RunLayout,
+    raw_statistics_relpath,
+)
 from pipeline.lifecycle import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, StopState
 from pipeline.logs import configure_logging
 from pipeline.options import (
@@ -145,7 +152,7 @@ def build_pipeline(
     for split, serialized in transformed.examples.items():
         _ = serialized | f"WriteExamples[{split}]" >> WriteTFRecordBatches(
             out.split_prefix(split),
-            file_name_suffix=".tfrecord.gz",
+            file_name_suffix=EXAMPLES_SUFFIX,
             num_shards=options.view_as(DatasetOptions).num_shards,
         )
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out.root)
@@ -154,7 +161,7 @@ def build_pipeline(
         parsed.dead_letter
         | "DeadLetterToJson" >> beam.Map(dead_letter_to_json)
         | "WriteDeadLetters"
-        >> beam.io.WriteToText(out.dead_letter_prefix, file_name_suffix=".jsonl")
+        >> beam.io.WriteToText(out.dead_letter_prefix, file_name_suffix=DEAD_LETTER_SUFFIX)
     )
 
     if options.view_as(DatasetOptions).write_raw_features:
@@ -167,7 +174,7 @@ def build_pipeline(
                 | f"RawToTable[{split}]" >> beam.Map(lambda batch: pa.Table.from_batches([batch]))
                 | f"WriteRawFeatures[{split}]"
                 >> beam.io.WriteToParquetBatched(
-                    out.raw_features_prefix(split), schema, file_name_suffix=".parquet"
+                    out.raw_features_prefix(split), schema, file_name_suffix=PARQUET_SUFFIX
                 )
             )
 

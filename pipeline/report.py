@@ -35,9 +35,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pipeline.anomalies import oov_count
+from pipeline.layout import (
+    MANIFEST_NAME,
+    REPORT_NAME,
+    raw_statistics_relpath,
+    transformed_statistics_relpath,
+)
 
-REPORT_NAME = "report.html"
-MANIFEST_NAME = "manifest.json"
 SECTIONS = ("summary", "dead-letters", "features", "vocabularies", "aggregates", "anomalies")
 # Dead-letter reasons look like "column: detail"; the part before ':' names the
 # kind of problem, and 60 characters bound a reason that has no such prefix.
@@ -110,10 +114,9 @@ def _write_text(path: str, text: str) -> None:
 def statistics_paths(manifest: dict, output_dir: str) -> tuple[str, dict[str, str]]:
     """(raw train statistics path, {split: transformed statistics path}) under output_dir."""
     named = manifest.get("statistics") or {}
-    raw = named.get("raw", posixpath.join("stats", "raw_train.json"))
+    raw = named.get("raw", raw_statistics_relpath())
     transformed = named.get("transformed") or {
-        split: posixpath.join("stats", f"transformed_{split}.json")
-        for split in manifest.get("splits", {})
+        split: transformed_statistics_relpath(split) for split in manifest.get("splits", {})
     }
 
     def under_output(path: str) -> str:

@@ -34,7 +34,14 @@ from apache_beam.transforms import window
 from pipeline import lifecycle, workarounds
 from pipeline import manifest as manifest_io
 from pipeline.dataflow import dry_run_requested, write_job_file
-from pipeline.layout import MANIFEST_NAME, RunLayout, StreamLayout
+from pipeline.layout import (
+    DEAD_LETTER_SUFFIX,
+    EXAMPLES_SUFFIX,
+    JSON_LINES_SUFFIX,
+    MANIFEST_NAME,
+    RunLayout,
+    StreamLayout,
+)
 from pipeline.lifecycle import EXIT_OK, EXIT_USAGE, StopRequested, StopState
 from pipeline.logs import configure_logging
 from pipeline.options import (
@@ -120,7 +127,7 @@ def build_pipeline(
         >> WriteWindowedFiles(
             out.examples_dir,
             "part",
-            ".tfrecord.gz",
+            EXAMPLES_SUFFIX,
             TFRecordGzipSink,
             file_window,
             dataset.num_shards,
@@ -132,7 +139,7 @@ def build_pipeline(
             | "RowsToJson" >> beam.Map(row_to_json)
             | "WriteRawFeatures"
             >> WriteWindowedFiles(
-                out.raw_features_dir, "part", ".jsonl", fileio.TextSink, file_window, 1
+                out.raw_features_dir, "part", JSON_LINES_SUFFIX, fileio.TextSink, file_window, 1
             )
         )
 
@@ -157,7 +164,12 @@ def build_pipeline(
             | "DeadLetterToJson" >> beam.Map(dead_letter_to_json)
             | "WriteDeadLetters"
             >> WriteWindowedFiles(
-                out.dead_letter_dir, "dead_letter", ".jsonl", fileio.TextSink, file_window, 1
+                out.dead_letter_dir,
+                "dead_letter",
+                DEAD_LETTER_SUFFIX,
+                fileio.TextSink,
+                file_window,
+                1,
             )
         )
 

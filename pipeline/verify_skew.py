@@ -22,12 +22,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.layout import RunLayout
+
 # float32 graph arithmetic may differ in the last bits between batch sizes.
 FLOAT_TOLERANCE = 1e-5
 
 
 def read_raw_rows(output_dir: str, limit: int | None) -> pa.Table:
-    paths = sorted(glob.glob(os.path.join(output_dir, "raw_features", "*", "*.parquet")))
+    paths = sorted(glob.glob(RunLayout(output_dir).raw_features_pattern()))
     if not paths:
         raise FileNotFoundError(
             f"{output_dir} has no raw_features/; run pipeline.preprocess with --write_raw_features"
@@ -83,7 +85,7 @@ def batch_examples(output_dir: str, key_column: str, feature_spec: dict, keys: s
 def compare(output_dir: str, limit: int | None) -> dict:
     import tensorflow_transform as tft
 
-    with open(os.path.join(output_dir, "manifest.json")) as handle:
+    with open(RunLayout(output_dir).manifest_path) as handle:
         manifest = json.load(handle)
     key_column = manifest["key_column"]
     table = read_raw_rows(output_dir, limit)

@@ -17,7 +17,8 @@ tables are tracked and initialise when the model loads.
 from __future__ import annotations
 
 import json
-import os
+
+from pipeline.layout import RunLayout
 
 EXPORT_DIR_NAME = "export"
 
@@ -30,7 +31,7 @@ def export_serving_model(model, run, export_dir: str) -> str:
 
     tft_output = tft.TFTransformOutput(run.data_dir)
     raw_spec = {k: v for k, v in tft_output.raw_feature_spec().items() if k != run.label}
-    with open(os.path.join(run.data_dir, "manifest.json")) as handle:
+    with open(RunLayout(run.data_dir).manifest_path) as handle:
         timestamp_column = json.load(handle)["timestamp_column"]
     feature_names = [feature.name for feature in run.features]
 

@@ -14,17 +14,18 @@ import argparse
 import datetime as dt
 import glob
 import json
-import os
 import sys
+
+from pipeline.layout import RunLayout
 
 
 def raw_instances(data_dir: str, split: str, limit: int) -> list[dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with open(os.path.join(data_dir, "manifest.json")) as handle:
+    with open(RunLayout(data_dir).manifest_path) as handle:
         manifest = json.load(handle)
-    paths = sorted(glob.glob(os.path.join(data_dir, "raw_features", split, "*.parquet")))
+    paths = sorted(glob.glob(RunLayout(data_dir).raw_features_pattern(split)))
     if not paths:
         raise FileNotFoundError(f"{data_dir}/raw_features/{split} has no Parquet files")
     table = pa.concat_tables([pq.read_table(path) for path in paths]).slice(0, limit)

@@ -16,7 +16,7 @@ import json
 import math
 import os
 
-MANIFEST_NAME = "manifest.json"
+from pipeline.layout import MANIFEST_NAME, RunLayout
 
 
 class DataDirError(ValueError):
@@ -46,7 +46,7 @@ def load_run(data_dir: str) -> RunInfo:
     """Reads the manifest and transformed schema; refuses an incomplete run."""
     import tensorflow_transform as tft
 
-    manifest_path = os.path.join(data_dir, MANIFEST_NAME)
+    manifest_path = RunLayout(data_dir).manifest_path
     if not os.path.isfile(manifest_path):
         raise DataDirError(f"{data_dir} has no {MANIFEST_NAME}: not a complete preprocessing run")
     with open(manifest_path) as handle:
