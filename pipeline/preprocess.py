@@ -334,8 +334,10 @@ def main() -> None:
     # The run is over and its outputs committed (or discarded): skip the
     # interpreter's slow teardown of TensorFlow (pipeline/workarounds/quick_exit.py).
     argv = sys.argv[1:]
+    code = run(argv)
+    # Parsed after the run, whose logging set-up must come first.
     disabled = PipelineOptions(argv).view_as(WorkaroundOptions).disable_workaround
-    exit_now(run(argv), enabled="quick_exit" not in disabled)
+    exit_now(code, enabled="quick_exit" not in disabled)
 
 
 if __name__ == "__main__":

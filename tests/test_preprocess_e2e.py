@@ -345,6 +345,39 @@ def test_parallel_and_in_process_runs_agree_up_to_float_rounding(run_result):
     np.testing.assert_allclose(floats[0], floats[1], rtol=1e-6)
 
 
+def test_a_run_on_a_beam_without_the_internals_still_succeeds(run_result, monkeypatch, caplog):
+    """Every workaround's check answering "not supported", as on a Beam release
+    that moved them: the run goes on with Beam's own behaviour, one warning line
+    per workaround, and the same examples (to float rounding: without the
+    reproducible buffers, partial results merge in arrival order)."""
+    import logging
+
+    from pipeline.compare_runs import compare
+    from pipeline.workarounds.guard import Workaround
+
+    monkeypatch.setattr(Workaround, "missing_internals", lambda self: ["a moved internal"])
+    for subclass in Workaround.__subclasses__():
+        monkeypatch.setattr(subclass, "missing_internals", lambda self: ["a moved internal"])
+    output_dir = str(run_result["base"] / "without_workarounds")
+    with caplog.at_level(logging.WARNING):
+        code = run(
+            preprocess_args(run_result["pattern"], output_dir, "--num_shards", "2", *TWO_WORKERS)
+        )
+    assert code == EXIT_OK
+    off = sorted(
+        r.getMessage().split()[1]
+        for r in caplog.records
+        if r.levelno == logging.WARNING and " is off " in r.getMessage()
+    )
+    assert off == ["early_workers", "parallel_worker_close", "reproducible_runs"]
+    report = compare(run_result["output_dir"], output_dir)
+    assert report["problems"] == []
+    assert (
+        sum(split["keys"] for split in report["splits"].values())
+        == run_result["manifest"]["counts"]["valid"]
+    )
+
+
 def test_existing_complete_output_is_refused_without_overwrite(run_result, capsys):
     code = run(preprocess_args(run_result["pattern"], run_result["output_dir"]))
     assert code == EXIT_USAGE
