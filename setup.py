@@ -11,7 +11,7 @@ setuptools.setup(
     version="0.1.0",
     description="Preprocessing for ML with Apache Beam and tf.Transform",
     python_requires=">=3.10,<3.13",
-    packages=["pipeline", "transforms", "schemas", "trainer"],
+    packages=["pipeline", "pipeline.workarounds", "transforms", "schemas", "trainer"],
     package_data={"schemas": ["*.yaml"]},
     install_requires=[
         # tensorflow-transform 1.21 was released and tested against Beam 2.72. Flink

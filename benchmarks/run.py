@@ -10,8 +10,11 @@ order in every repeat so that no variant always runs on a warm or a cold cache:
   baseline  benchmarks.plain_tft (ReadFromText, a dict per row, tf.Transform)
   floor     benchmarks.numpy_floor (pyarrow + NumPy in one process)
   full      pipeline.preprocess with schemas/taxi.yaml (aggregates, validation)
+  ours-without-NAME   ours with --disable_workaround NAME, for each speed
+            workaround of the local runner (and -speed-workarounds: all of them)
 
-Each run is a fresh process. It records wall time, rows/s and peak memory of
+Each run is a fresh process. It records wall time, the CPU time (user +
+system) of the process and every descendant it reaped, rows/s and peak memory of
 the process and all its children, sampled every 0.2 s from /proc, both as the
 sum of their RSS (which counts shared library pages once per process) and as
 the sum of their PSS (which splits shared pages among their sharers). Writes
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -45,6 +49,15 @@ VARIANTS = {
     "floor": ["-m", "benchmarks.numpy_floor"],
     "full": ["-m", "pipeline.preprocess", "--spec", "schemas/taxi.yaml", "--runner", "FnApiRunner"],
 }  # fmt: skip
+# The local runner's speed workarounds (pipeline/workarounds/), each measured
+# by "ours" without it, and all of them together.
+SPEED_WORKAROUNDS = ("early_workers", "parallel_worker_close", "quick_exit")
+for _name in SPEED_WORKAROUNDS:
+    VARIANTS[f"ours-without-{_name}"] = [*VARIANTS["ours"], "--disable_workaround", _name]
+VARIANTS["ours-without-speed-workarounds"] = [
+    *VARIANTS["ours"],
+    *(flag for name in SPEED_WORKAROUNDS for flag in ("--disable_workaround", name)),
+]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_SECONDS = 0.2
 
@@ -80,6 +93,7 @@ def tree_memory_bytes(root: int) -> tuple[int, int]:
 def timed_run(command: list[str], log_path: str) -> dict:
     """Runs a command; returns its wall seconds and peak tree memory (RSS and PSS sums)."""
     peak_rss = peak_pss = 0
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log_path, "wb") as log:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -95,12 +109,17 @@ def timed_run(command: list[str], log_path: str) -> dict:
         sampler.start()
         code = process.wait()
         wall = time.perf_counter() - started
+        # The harness's only children are the runs, one at a time: the growth of
+        # RUSAGE_CHILDREN is this run's tree (its workers are reaped by the runner).
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         done.set()
         sampler.join()
     if code != 0:
         raise RuntimeError(f"{' '.join(command)} exited {code}; see {log_path}")
+    cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
     return {
         "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
         "peak_memory_bytes": peak_rss,
         "peak_pss_bytes": peak_pss,
     }
@@ -118,9 +137,15 @@ def run_variant(name: str, data: str, work: str, log_path: str) -> dict:
 def summarise(runs: list[dict], rows: int) -> dict:
     walls = [run["wall_seconds"] for run in runs]
     median = statistics.median(walls)
+    cpus = [run["cpu_seconds"] for run in runs if "cpu_seconds" in run]
     return {
         "wall_seconds": walls,
         "median_wall_seconds": median,
+        "cpu_seconds": cpus,
+        "median_cpu_seconds": statistics.median(cpus) if cpus else None,
+        "cpu_seconds_per_million_rows": (
+            round(statistics.median(cpus) / rows * 1e6, 2) if cpus else None
+        ),
         "rows_per_second": round(rows / median),
         "peak_memory_bytes": max(run["peak_memory_bytes"] for run in runs),
         "peak_pss_bytes": max(run.get("peak_pss_bytes", 0) for run in runs),
@@ -223,25 +248,42 @@ def main(argv: list[str] | None = None) -> int:
             if "ours" in size and other in size:
                 ratio = size["ours"]["median_wall_seconds"] / size[other]["median_wall_seconds"]
                 size[f"ours_over_{other}"] = round(ratio, 3)
+        for variant in size:
+            if variant.startswith("ours-without-") and "ours" in size:
+                for figure in ("median_wall_seconds", "median_cpu_seconds"):
+                    if size["ours"][figure] and size[variant][figure]:
+                        ratio = size[variant][figure] / size["ours"][figure]
+                        size.setdefault("workaround_ratios", {})[f"{variant}/ours {figure}"] = (
+                            round(ratio, 3)
+                        )
         results["sizes"][str(rows)] = size
         results["sizes"] = dict(sorted(results["sizes"].items(), key=lambda item: int(item[0])))
         with open(results_path, "w") as handle:
             json.dump(results, handle, indent=2)
     plotted = plot(results, os.path.join(args.output, "results.png"))
-    print("\n| rows | variant | median wall s | rows/s | peak RSS sum GiB | peak PSS sum GiB |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    print(
+        "\n| rows | variant | median wall s | wall s, each run | median CPU s | CPU s per 1M rows "
+        "| rows/s | peak RSS sum GiB | peak PSS sum GiB |"
+    )
+    print("| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for rows, size in results["sizes"].items():
         for variant in results["variants"]:
             if variant not in size:
                 continue
             m = size[variant]
+            cpu = m.get("median_cpu_seconds")
             print(
                 f"| {int(rows):,} | {variant} | {m['median_wall_seconds']:.1f} | "
+                f"{', '.join(f'{w:.1f}' for w in m['wall_seconds'])} | "
+                f"{'' if cpu is None else f'{cpu:.1f}'} | "
+                f"{m.get('cpu_seconds_per_million_rows') or ''} | "
                 f"{m['rows_per_second']:,} | {m['peak_memory_bytes'] / 2**30:.2f} | "
                 f"{m.get('peak_pss_bytes', 0) / 2**30:.2f} |"
             )
         ratios = {k: v for k, v in size.items() if k.startswith("ours_over_")}
         print(f"{int(rows):,} rows: {ratios}")
+        for label, ratio in size.get("workaround_ratios", {}).items():
+            print(f"{int(rows):,} rows: {label} {ratio}")
     print(f"results in {args.output}/results.json" + (" and results.png" if plotted else ""))
     return 0
 
