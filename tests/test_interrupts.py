@@ -21,8 +21,8 @@ import time
 import pytest
 
 from pipeline.sample_data import generate_rows, write_csv
-from tests.conftest import ROOT, TAXI_SPEC
 from tests.processes import stop_process_group
+from tests.support import ROOT, TAXI_SPEC
 
 pytestmark = pytest.mark.slow
 
