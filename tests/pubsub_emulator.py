@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import pytest
 
 from tests.processes import stop_process_group
+from tests.support import wait_for
 
 if TYPE_CHECKING:
     from google.cloud import pubsub_v1
@@ -154,8 +155,7 @@ def _died_in_main(log_path: pathlib.Path) -> bool:
 
 
 def _wait_until_answering(process: subprocess.Popen, host: str, log_path: pathlib.Path) -> None:
-    deadline = time.monotonic() + _START_DEADLINE_SECONDS
-    while time.monotonic() < deadline:
+    def answering() -> bool:
         if process.poll() is not None:
             raise RuntimeError(
                 f"Pub/Sub emulator exited with code {process.returncode} before answering "
@@ -165,12 +165,13 @@ def _wait_until_answering(process: subprocess.Popen, host: str, log_path: pathli
             raise RuntimeError(
                 f"Pub/Sub emulator failed to start on {host}; log tail:\n{_log_tail(log_path)}"
             )
-        if _answers(host):
-            return
-        time.sleep(_PROBE_INTERVAL_SECONDS)
-    raise RuntimeError(
-        f"Pub/Sub emulator did not answer on {host} within {_START_DEADLINE_SECONDS:.0f} s; "
-        f"log tail:\n{_log_tail(log_path)}"
+        return _answers(host)
+
+    wait_for(
+        answering,
+        _START_DEADLINE_SECONDS,
+        _PROBE_INTERVAL_SECONDS,
+        lambda: f"the Pub/Sub emulator to answer on {host}; log tail:\n{_log_tail(log_path)}",
     )
 
 
@@ -287,8 +288,9 @@ def running_emulator(project: str = "test-project") -> Iterator[PubSubEmulator]:
     so any Pub/Sub client created inside it, including Beam's, talks to the emulator.
     On exit the emulator's whole process group is terminated, then killed.
 
-    Raises RuntimeError when Java or the emulator is missing, or when the emulator exits
-    or does not answer within a minute (with the tail of its log).
+    Raises RuntimeError when Java or the emulator is missing, or when the emulator exits,
+    and tests.support.WaitTimeout when it does not answer within a minute (both with
+    the tail of its log).
     """
     launcher = find_emulator_launcher()
     if launcher is None:
