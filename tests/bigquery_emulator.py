@@ -55,15 +55,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import pytest
 
-from tests.processes import stop_process_group
+from tests.processes import answers_ok, stop_process_group
 from tests.support import wait_for
 
 if TYPE_CHECKING:
@@ -278,14 +276,8 @@ def _listening_ports(log_path: pathlib.Path) -> dict[str, int]:
 
 
 def _rest_is_ready(rest_url: str) -> bool:
-    # /readyz answers 200 once DuckDB and the catalog answer. Proxies are bypassed
-    # because an HTTP(S)_PROXY in the environment would otherwise swallow the request.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"{rest_url}/readyz", timeout=_PROBE_TIMEOUT_SECONDS) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    # /readyz answers 200 once DuckDB and the catalog answer.
+    return answers_ok(f"{rest_url}/readyz", _PROBE_TIMEOUT_SECONDS)
 
 
 def _grpc_is_ready(grpc_endpoint: str) -> bool:

@@ -28,14 +28,12 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
-from tests.processes import stop_process_group
+from tests.processes import answers_ok, stop_process_group
 from tests.support import wait_for
 
 if TYPE_CHECKING:
@@ -134,14 +132,8 @@ def _log_tail(log_path: pathlib.Path) -> str:
 def _answers(host: str) -> bool:
     # The emulator answers plain HTTP on its gRPC port and replies "Ok" at the root, which
     # is the readiness check gcloud itself uses. A bare TCP connect is not enough: the
-    # port opens a moment before requests are served. Proxies are bypassed because an
-    # HTTP(S)_PROXY in the environment would otherwise swallow a request to localhost.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"http://{host}/", timeout=_PROBE_TIMEOUT_SECONDS) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    # port opens a moment before requests are served.
+    return answers_ok(f"http://{host}/", _PROBE_TIMEOUT_SECONDS)
 
 
 def _died_in_main(log_path: pathlib.Path) -> bool:
