@@ -55,16 +55,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import pytest
 
-from tests.processes import stop_process_group
+from tests.processes import answers_ok, stop_process_group
+from tests.support import wait_for
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -278,14 +276,8 @@ def _listening_ports(log_path: pathlib.Path) -> dict[str, int]:
 
 
 def _rest_is_ready(rest_url: str) -> bool:
-    # /readyz answers 200 once DuckDB and the catalog answer. Proxies are bypassed
-    # because an HTTP(S)_PROXY in the environment would otherwise swallow the request.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"{rest_url}/readyz", timeout=_PROBE_TIMEOUT_SECONDS) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    # /readyz answers 200 once DuckDB and the catalog answer.
+    return answers_ok(f"{rest_url}/readyz", _PROBE_TIMEOUT_SECONDS)
 
 
 def _grpc_is_ready(grpc_endpoint: str) -> bool:
@@ -301,8 +293,8 @@ def _grpc_is_ready(grpc_endpoint: str) -> bool:
 
 def _wait_until_answering(process: subprocess.Popen, log_path: pathlib.Path) -> tuple[str, str]:
     """Wait for both servers and return (REST base URL, gRPC host:port)."""
-    deadline = time.monotonic() + _START_DEADLINE_SECONDS
-    while time.monotonic() < deadline:
+
+    def answering() -> tuple[str, str] | None:
         if process.poll() is not None:
             raise RuntimeError(
                 f"BigQuery emulator exited with code {process.returncode} before answering; "
@@ -310,15 +302,19 @@ def _wait_until_answering(process: subprocess.Popen, log_path: pathlib.Path) -> 
             )
         ports = _listening_ports(log_path)
         # The emulator starts REST first and logs the gRPC port just before serving it.
-        if "grpc.listen" in ports:
-            rest_url = f"http://127.0.0.1:{ports['rest.listen']}"
-            grpc_endpoint = f"127.0.0.1:{ports['grpc.listen']}"
-            if _rest_is_ready(rest_url) and _grpc_is_ready(grpc_endpoint):
-                return rest_url, grpc_endpoint
-        time.sleep(_PROBE_INTERVAL_SECONDS)
-    raise RuntimeError(
-        f"BigQuery emulator did not answer within {_START_DEADLINE_SECONDS:.0f} s; "
-        f"log tail:\n{_log_tail(log_path)}"
+        if "grpc.listen" not in ports:
+            return None
+        rest_url = f"http://127.0.0.1:{ports['rest.listen']}"
+        grpc_endpoint = f"127.0.0.1:{ports['grpc.listen']}"
+        if _rest_is_ready(rest_url) and _grpc_is_ready(grpc_endpoint):
+            return rest_url, grpc_endpoint
+        return None
+
+    return wait_for(
+        answering,
+        _START_DEADLINE_SECONDS,
+        _PROBE_INTERVAL_SECONDS,
+        lambda: f"the BigQuery emulator to answer; log tail:\n{_log_tail(log_path)}",
     )
 
 
@@ -564,8 +560,9 @@ def running_bigquery_emulator(project: str = "test-project") -> Iterator[BigQuer
     (see `redirect_beam_bigquery`). On exit the emulator's whole process group is
     terminated, then killed; its data lives in memory and goes with it.
 
-    Raises EmulatorUnavailable when the emulator cannot be installed, and RuntimeError
-    when it exits or does not answer within the deadline (with the tail of its log).
+    Raises EmulatorUnavailable when the emulator cannot be installed, RuntimeError when
+    it exits, and tests.support.WaitTimeout when it does not answer within the deadline
+    (both with the tail of its log).
     """
     venv = ensure_emulator_venv()
     with tempfile.TemporaryDirectory(prefix="bigquery-emulator-") as workdir:

@@ -1,4 +1,4 @@
-"""Helpers for test fixtures that run a server as a child process."""
+"""For test fixtures that run a server as a child process: stopping it, probing it."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import contextlib
 import os
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 
 
 def stop_process_group(process: subprocess.Popen, grace_seconds: float) -> None:
@@ -21,3 +23,17 @@ def stop_process_group(process: subprocess.Popen, grace_seconds: float) -> None:
             os.killpg(process.pid, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=grace_seconds)
+
+
+def answers_ok(url: str, timeout: float) -> bool:
+    """Whether a GET of `url` answers 200 within `timeout` seconds.
+
+    Proxies are bypassed because an HTTP(S)_PROXY in the environment would
+    otherwise swallow a request to a server on localhost.
+    """
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False

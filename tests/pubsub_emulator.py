@@ -28,14 +28,13 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
-from tests.processes import stop_process_group
+from tests.processes import answers_ok, stop_process_group
+from tests.support import wait_for
 
 if TYPE_CHECKING:
     from google.cloud import pubsub_v1
@@ -133,14 +132,8 @@ def _log_tail(log_path: pathlib.Path) -> str:
 def _answers(host: str) -> bool:
     # The emulator answers plain HTTP on its gRPC port and replies "Ok" at the root, which
     # is the readiness check gcloud itself uses. A bare TCP connect is not enough: the
-    # port opens a moment before requests are served. Proxies are bypassed because an
-    # HTTP(S)_PROXY in the environment would otherwise swallow a request to localhost.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"http://{host}/", timeout=_PROBE_TIMEOUT_SECONDS) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+    # port opens a moment before requests are served.
+    return answers_ok(f"http://{host}/", _PROBE_TIMEOUT_SECONDS)
 
 
 def _died_in_main(log_path: pathlib.Path) -> bool:
@@ -154,8 +147,7 @@ def _died_in_main(log_path: pathlib.Path) -> bool:
 
 
 def _wait_until_answering(process: subprocess.Popen, host: str, log_path: pathlib.Path) -> None:
-    deadline = time.monotonic() + _START_DEADLINE_SECONDS
-    while time.monotonic() < deadline:
+    def answering() -> bool:
         if process.poll() is not None:
             raise RuntimeError(
                 f"Pub/Sub emulator exited with code {process.returncode} before answering "
@@ -165,12 +157,13 @@ def _wait_until_answering(process: subprocess.Popen, host: str, log_path: pathli
             raise RuntimeError(
                 f"Pub/Sub emulator failed to start on {host}; log tail:\n{_log_tail(log_path)}"
             )
-        if _answers(host):
-            return
-        time.sleep(_PROBE_INTERVAL_SECONDS)
-    raise RuntimeError(
-        f"Pub/Sub emulator did not answer on {host} within {_START_DEADLINE_SECONDS:.0f} s; "
-        f"log tail:\n{_log_tail(log_path)}"
+        return _answers(host)
+
+    wait_for(
+        answering,
+        _START_DEADLINE_SECONDS,
+        _PROBE_INTERVAL_SECONDS,
+        lambda: f"the Pub/Sub emulator to answer on {host}; log tail:\n{_log_tail(log_path)}",
     )
 
 
@@ -287,8 +280,9 @@ def running_emulator(project: str = "test-project") -> Iterator[PubSubEmulator]:
     so any Pub/Sub client created inside it, including Beam's, talks to the emulator.
     On exit the emulator's whole process group is terminated, then killed.
 
-    Raises RuntimeError when Java or the emulator is missing, or when the emulator exits
-    or does not answer within a minute (with the tail of its log).
+    Raises RuntimeError when Java or the emulator is missing, or when the emulator exits,
+    and tests.support.WaitTimeout when it does not answer within a minute (both with
+    the tail of its log).
     """
     launcher = find_emulator_launcher()
     if launcher is None:

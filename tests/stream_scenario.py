@@ -39,6 +39,8 @@ import subprocess
 import sys
 import time
 
+from tests.support import poll, wait_for
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -249,11 +251,12 @@ def run_scenario(
         )
     try:
         # stream.json is written just before the pipeline starts reading.
-        deadline = time.time() + 120
-        while not os.path.exists(os.path.join(output_dir, "stream.json")):
-            if process.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"pipeline.stream did not start; see {log_path}")
-            time.sleep(0.5)
+        def reading() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"pipeline.stream exited before reading; see {log_path}")
+            return os.path.exists(os.path.join(output_dir, "stream.json"))
+
+        wait_for(reading, 120, 0.5, f"pipeline.stream to start reading; see {log_path}")
         now = wait_for_window_start(spec, lateness, read_margin)
         plan = make_plan(spec, sample_rows(spec, events, seed), now, lateness, read_margin, seed)
         # Late-but-admitted events go first: they must be read before their
@@ -280,11 +283,13 @@ def run_scenario(
         log(f"waiting {max(wait, 0):.0f} s for the last window to close")
         time.sleep(max(wait, 0))
         expected_rows = len(plan.admitted)
-        deadline = time.time() + 120
-        while len(read_jsonl(os.path.join(output_dir, "raw_features", "*.jsonl"))) < expected_rows:
-            if time.time() > deadline or process.poll() is not None:
-                break
-            time.sleep(3)
+        raw_pattern = os.path.join(output_dir, "raw_features", "*.jsonl")
+        # No error when the rows fall short: check() reports what is missing.
+        poll(
+            lambda: len(read_jsonl(raw_pattern)) >= expected_rows or process.poll() is not None,
+            timeout=120,
+            interval=3,
+        )
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from schemas.spec import SpecError, parse_spec
-from tests.conftest import test_pipeline
+from schemas.spec import SpecError
+from tests.support import minimal_spec, test_pipeline
 from transforms.aggregates import (
     JoinAggregates,
     PeriodStats,
@@ -27,22 +27,18 @@ HOUR = 3600
 
 
 def make_spec(aggregates: list[dict]):
-    return parse_spec(
-        {
-            "name": "events",
-            "columns": [
-                {"name": "id", "type": "string"},
-                {"name": "when", "type": "timestamp"},
-                {"name": "zone", "type": "string"},
-                {"name": "vendor", "type": "int"},
-                {"name": "fare", "type": "float"},
-            ],
-            "timestamp_column": "when",
-            "key_column": "id",
-            "label": "fare",
-            "aggregates": aggregates,
-            "features": [{"name": "fare_z", "source": "fare", "transform": "scale_to_z_score"}],
-        }
+    return minimal_spec(
+        name="events",
+        columns=[
+            {"name": "id", "type": "string"},
+            {"name": "when", "type": "timestamp"},
+            {"name": "zone", "type": "string"},
+            {"name": "vendor", "type": "int"},
+            {"name": "fare", "type": "float"},
+        ],
+        label="fare",
+        aggregates=aggregates,
+        features=[{"name": "fare_z", "source": "fare", "transform": "scale_to_z_score"}],
     )
 
 

@@ -22,7 +22,7 @@ from pipeline.anomalies import (
     oov_count,
 )
 from schemas.spec import SpecError, parse_spec
-from tests.conftest import ZONES_SPEC_DOCUMENT
+from tests.support import ZONES_SPEC_DOCUMENT
 from transforms.statistics import StatisticsCombineFn
 
 DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.preprocess import EXIT_OK, run
 from pipeline.sample_data import HEADER
-from tests.conftest import TAXI_SPEC
+from tests.support import TAXI_SPEC
 
 pytestmark = pytest.mark.slow
 

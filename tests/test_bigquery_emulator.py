@@ -8,8 +8,8 @@ import datetime as dt
 
 import pytest
 
-from tests.conftest import TAXI_SPEC
 from tests.stream_scenario import typed_records
+from tests.support import TAXI_SPEC
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 ROWS = 10_000

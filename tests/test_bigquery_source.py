@@ -7,7 +7,7 @@ import decimal
 
 import pytest
 
-from tests.conftest import minimal_spec
+from tests.support import minimal_spec
 from transforms.bigquery_source import (
     BigQuerySource,
     BigQuerySourceError,
@@ -45,7 +45,7 @@ def test_bad_bigquery_flags_are_usage_errors(inputs, query, message):
 
 def test_bad_bigquery_flags_exit_2_before_anything_runs(tmp_path, capsys):
     from pipeline import preprocess
-    from tests.conftest import TAXI_SPEC
+    from tests.support import TAXI_SPEC
 
     argv = [
         "--spec",

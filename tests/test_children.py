@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 from pipeline import children
+from tests.support import wait_for
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc (Linux only)")
 
@@ -22,9 +22,11 @@ def test_every_process_below_a_root_is_found_and_stopped():
     # test process's other children (fixtures' servers) must not be touched.
     shell = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"])
     try:
-        deadline = time.monotonic() + 10
-        while len(children.descendants(shell.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(
+            lambda: len(children.descendants(shell.pid)) >= 2,
+            timeout=10,
+            message="the shell's two children to start",
+        )
         found = children.descendants(shell.pid)
         assert len(found) == 2
         assert shell.pid in children.descendants()
@@ -58,9 +60,7 @@ def test_the_worker_watch_names_a_killed_worker_once():
 
     try:
         with children.WorkerWatch(lost.append, interval=0.05) as watch:
-            deadline = time.monotonic() + 10
-            while not watch._workers and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for(lambda: watch._workers, timeout=10, message="the watch to see the worker")
             (worker,) = watch._workers
             waiter = threading.Thread(target=wait_like_the_runner)
             waiter.start()

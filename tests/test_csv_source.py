@@ -11,7 +11,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from tests.conftest import test_pipeline
+from tests.support import test_pipeline
 from transforms.csv_source import ByteRange, ReadCsvLineBatches, plan_ranges, read_line_range
 
 

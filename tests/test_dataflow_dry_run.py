@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, TAXI_SPEC
+from tests.support import ROOT, TAXI_SPEC
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pipeline.sample_data import HEADER
 from schemas.spec import SpecError, load_spec, parse_spec
-from tests.conftest import TAXI_SPEC
+from tests.support import TAXI_SPEC
 from transforms.csv_source import layout_from_first_line, read_line_range
 from transforms.messages import MessageParser
 from transforms.validation import LineParser

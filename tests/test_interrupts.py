@@ -21,8 +21,8 @@ import time
 import pytest
 
 from pipeline.sample_data import generate_rows, write_csv
-from tests.conftest import ROOT, TAXI_SPEC
 from tests.processes import stop_process_group
+from tests.support import ROOT, TAXI_SPEC, poll, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -78,6 +78,11 @@ def trainer_refuses(output_dir: str) -> bool:
     return False
 
 
+def staged_files(output_dir: str) -> list[str]:
+    pattern = os.path.join(output_dir, "_staging", "**", "*")
+    return [path for path in glob.glob(pattern, recursive=True) if os.path.isfile(path)]
+
+
 def assert_complete_and_unmixed(output_dir: str, staging_allowed: bool = False) -> str:
     """A complete run: its manifest lists exactly the shards on disk (outside the
     staging area, which a killed later run may have left). Returns its run id."""
@@ -97,10 +102,8 @@ def finish(process: subprocess.Popen, timeout: float) -> tuple[str, bool]:
     """Waits for a stopped or failing run; returns its output and whether any
     process of its group (a worker) was still alive 30 s after it exited."""
     output, _ = process.communicate(timeout=timeout)
-    deadline = time.monotonic() + 30
-    while group_alive(process) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return output, group_alive(process)
+    group_gone = poll(lambda: not group_alive(process), timeout=30, interval=0.5)
+    return output, not group_gone
 
 
 def assert_nothing_left(output: str, output_dir: str, workers_outlived_the_run: bool) -> None:
@@ -115,8 +118,9 @@ def test_a_stopped_run_exits_130_and_leaves_nothing(trips, tmp_path, signum):
     output_dir = str(tmp_path / "out")
     process = start_run(trips, output_dir)
     try:
-        wait_for_line(process, "phase: running the pipeline")
-        time.sleep(8)  # into the pipeline: workers started, files being written
+        # Into the pipeline: workers started, files being written.
+        wait_for_line(process, "read and validate started")
+        wait_for(lambda: staged_files(output_dir), timeout=60, message="files in the staging area")
         process.send_signal(signum)
         output, workers_outlived_the_run = finish(process, timeout=120)
     finally:
@@ -161,6 +165,8 @@ def test_sigkill_at_any_point_leaves_no_complete_looking_output(trips, tmp_path)
         process = start_run(trips, output_dir, "--overwrite", "--num_shards", "3")
         try:
             wait_for_line(process, "phase: running the pipeline")
+            # The delay is what the test varies (a kill at an arbitrary moment),
+            # not a wait for something to happen.
             time.sleep(delay)
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)

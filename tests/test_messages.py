@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import minimal_spec
+from tests.support import minimal_spec
 from transforms.messages import MessageParser, attribute_event_seconds, row_to_json
 from transforms.validation import LineParser
 

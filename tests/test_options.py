@@ -13,7 +13,7 @@ from pipeline.options import (
     validate_options,
 )
 from pipeline.preprocess import OptionsError, prepare
-from tests.conftest import TAXI_SPEC
+from tests.support import TAXI_SPEC
 
 GOOD = ["--spec", str(TAXI_SPEC), "--input", "x.csv", "--output_dir", "out"]
 

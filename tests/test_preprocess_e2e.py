@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.preprocess import EXIT_FAILED, EXIT_OK, EXIT_USAGE, run
 from pipeline.sample_data import HEADER, generate_rows, write_csv
-from tests.conftest import ROOT, TAXI_SPEC
+from tests.support import ROOT, TAXI_SPEC, TAXI_ZONE_TRIPS_1H
 
 pytestmark = pytest.mark.slow
 
@@ -167,15 +167,7 @@ def test_manifest_describes_the_run(run_result):
     assert manifest["key_column"] == "trip_id"
     assert manifest["label_kind"] == "regression"
     assert manifest["timestamp_column"] == "pickup_datetime"
-    assert manifest["aggregates"][0] == {
-        "name": "zone_trips_1h",
-        "key": ["pickup_zone"],
-        "value": None,
-        "agg": "count",
-        "window_seconds": 3600,
-        "period_seconds": 300,
-        "default": 0,
-    }
+    assert manifest["aggregates"][0] == TAXI_ZONE_TRIPS_1H
     assert [a["name"] for a in manifest["aggregates"]] == ["zone_trips_1h", "zone_mean_fare_3h"]
     assert [os.path.basename(i["path"]) for i in manifest["inputs"]] == [
         "trips-a.csv",

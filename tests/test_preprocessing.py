@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.sample_data import HEADER as COLUMNS
 from schemas.spec import DatetimePart
-from tests.conftest import minimal_spec, test_pipeline
+from tests.support import minimal_spec, test_pipeline
 from transforms.preprocessing import civil_from_days, datetime_part
 from transforms.validation import arrow_schema, rows_schema
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import TAXI_SPEC
+from tests.support import TAXI_SPEC
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from html.parser import HTMLParser
 import pytest
 
 from pipeline.report import SECTIONS, main, raw_sources, reason_group, render_report
-from tests.conftest import ROOT
+from tests.support import ROOT, TAXI_ZONE_TRIPS_1H
 
 # Paths as the run wrote them: relative to where it ran, not to the output dir.
 RUN_ROOT = "runs/taxi"
@@ -169,17 +169,7 @@ MANIFEST = {
         },
         "trips_log_z": {"kind": "float", "cardinality": None, "sources": ["trips_derived"]},
     },
-    "aggregates": [
-        {
-            "name": "zone_trips_1h",
-            "key": ["pickup_zone"],
-            "value": None,
-            "agg": "count",
-            "window_seconds": 3600,
-            "period_seconds": 300,
-            "default": 0,
-        }
-    ],
+    "aggregates": [TAXI_ZONE_TRIPS_1H],
     "wall_seconds": 24.755,
     "rows_per_second": 2019.8,
     "statistics": {

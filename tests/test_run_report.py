@@ -15,7 +15,7 @@ import pytest
 from pipeline.preprocess import EXIT_FAILED, EXIT_OK, run
 from pipeline.sample_data import HEADER, generate_rows, write_csv
 from schemas.spec import load_spec
-from tests.conftest import TAXI_SPEC
+from tests.support import TAXI_SPEC
 from transforms.split import assign_splits
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, TAXI_SPEC
+from tests.support import ROOT, TAXI_SPEC
 
 pytestmark = pytest.mark.slow
 ROWS = 5000

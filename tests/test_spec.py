@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from schemas.spec import Kind, SpecError, load_spec, parse_spec
-from tests.conftest import ROOT, TAXI_SPEC
+from tests.support import ROOT, TAXI_SPEC
 
 
 def problems_of(document: dict) -> list[str]:

@@ -9,7 +9,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.testing.util import assert_that, equal_to
 
-from tests.conftest import test_pipeline
+from tests.support import test_pipeline
 from transforms.spill import SpillToFiles, read_spilled_batches
 
 

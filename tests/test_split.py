@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from tests.conftest import ROOT, minimal_spec, test_pipeline
+from tests.support import ROOT, minimal_spec, test_pipeline
 from transforms.split import SplitByKey, assign_splits, key_bucket, key_buckets, split_boundaries
 
 PERCENTAGES = {"train": 80, "eval": 10, "test": 10}

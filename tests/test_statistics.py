@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from tests.conftest import test_pipeline
+from tests.support import test_pipeline
 from transforms.statistics import (
     ComputeStatistics,
     NumericAccumulator,

@@ -8,8 +8,8 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import ZONES_SPEC_DOCUMENT
 from tests.stream_scenario import run_scenario, sample_rows
+from tests.support import ZONES_SPEC_DOCUMENT
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 

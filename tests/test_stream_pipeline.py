@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import ZONES_SPEC_DOCUMENT
+from tests.support import ZONES_SPEC_DOCUMENT
 
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
 LATENESS = 20

@@ -16,7 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from tests.aggregate_reference import reference_values
-from tests.conftest import minimal_spec
+from tests.support import minimal_spec
 from transforms.admission import AdmitOnTime, admission_window_seconds
 from transforms.live_aggregates import JoinLiveAggregates
 

@@ -9,7 +9,7 @@ import gzip
 import apache_beam as beam
 import pytest
 
-from tests.conftest import test_pipeline
+from tests.support import test_pipeline
 from transforms.tfrecords import (
     TFRecordGzipSink,
     WriteTFRecordBatches,

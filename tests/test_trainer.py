@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.preprocess import EXIT_OK, run
 from pipeline.sample_data import generate_rows, write_csv
-from tests.conftest import TAXI_SPEC
+from tests.support import TAXI_SPEC
 from trainer import task
 from trainer.model import load_run
 

@@ -10,7 +10,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.spec import parse_spec
-from tests.conftest import test_pipeline
+from tests.support import test_pipeline
 from transforms.csv_source import CsvLayout, InputError, discover_layouts, layout_from_first_line
 from transforms.validation import LineParser, ParseAndValidate
 
