@@ -25,7 +25,7 @@ PYTHON="${PYTHON:-python3}"
 # The end-to-end and streaming tests (the emulator tests start the emulator
 # themselves), then the workarounds' own tests: a workaround that turns itself
 # off leaves the end-to-end tests passing, theirs assert that it took effect.
-TESTS="${NEWEST_BEAM_TESTS:-tests/test_preprocess_e2e.py tests/test_stream_pipeline.py tests/test_streaming.py tests/test_pubsub_emulator.py tests/test_warm_workers.py tests/test_local_determinism.py tests/test_local_shutdown.py}"
+TESTS="${NEWEST_BEAM_TESTS:-tests/test_preprocess_e2e.py tests/test_stream_pipeline.py tests/test_streaming.py tests/test_pubsub_emulator.py tests/test_workarounds.py tests/test_early_workers.py tests/test_reproducible_runs.py tests/test_parallel_worker_close.py}"
 # The packages whose versions define the stack this check is about.
 STACK_PINS="tensorflow tensorflow-transform tfx-bsl"
 # A second stack must not slow the other work on the machine.
@@ -132,35 +132,19 @@ EOF
 # which of them accept this Beam and which turn themselves off (or refuse).
 echo "== local-runner workarounds on apache-beam $beam"
 (cd "$ROOT" && "$VENV/bin/python" - <<'EOF')
-import importlib, logging
+from pipeline.workarounds.early_workers import EarlyWorkers
+from pipeline.workarounds.parallel_worker_close import ParallelWorkerClose
+from pipeline.workarounds.reproducible_runs import ReproducibleLocalRuns
+from pipeline.workarounds.short_pubsub_pulls import ShortPubsubPulls
+from pipeline.workarounds.stage_timing import StageTiming
 
-class Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-for name in ("warm_workers", "local_determinism", "local_shutdown", "local_pubsub",
-             "process_exit"):
-    records = Records()
-    logging.getLogger().addHandler(records)
-    try:
-        module = importlib.import_module(f"pipeline.{name}")
-        check = getattr(module, "check_supported", None)
-        if check is None:
-            print(f"{name}: no check_supported()")
-            continue
-        result = check()
-    except Exception as error:  # reported, as the run would meet it
-        print(f"{name}: REFUSES ({type(error).__name__}: {error})")
-        continue
-    finally:
-        logging.getLogger().removeHandler(records)
-    if result is False or records.messages:
-        print(f"{name}: turned off ({'; '.join(records.messages) or 'check_supported() is False'})")
-    else:
-        print(f"{name}: on")
+# What pipeline.workarounds.guard asks before it applies one: a workaround with
+# missing internals turns itself off for the run, with one warning.
+for workaround in (ReproducibleLocalRuns(), ParallelWorkerClose(), EarlyWorkers(1),
+                   ShortPubsubPulls(), StageTiming([], 0.0)):
+    missing = workaround.missing_internals()
+    state = "turns itself off: lacks " + ", ".join(missing) if missing else "on"
+    print(f"{workaround.name}: {state}")
 EOF
 
 echo "== pytest on apache-beam $beam: $TESTS"
