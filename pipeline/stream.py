@@ -47,7 +47,7 @@ from pipeline.options import (
     validate_stream_options,
 )
 from schemas.spec import DatasetSpec, SpecError, load_spec
-from transforms.messages import ParseMessages, row_to_json
+from transforms.messages import BatchMessages, PubsubMessages, RowsAtEventTime, row_to_json
 from transforms.streaming import (
     AdmitOnTime,
     ApplyTransformGraph,
@@ -56,7 +56,7 @@ from transforms.streaming import (
     WriteWindowedFiles,
     stamp_arrival_time,
 )
-from transforms.validation import dead_letter_to_json
+from transforms.validation import ValidateInput, dead_letter_to_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 START_RECORD = "stream.json"
@@ -130,8 +130,13 @@ def build_pipeline(
             topic=stream.input_topic,
             with_attributes=True,
         )
-    parsed = messages | "ValidateMessages" >> ParseMessages(spec)
-    admission = parsed.rows | "AdmitOnTime" >> AdmitOnTime(
+    parsed = (
+        messages
+        | "BatchMessages" >> BatchMessages()
+        | "ValidateMessages" >> ValidateInput(spec, PubsubMessages(spec))
+    )
+    rows = parsed.valid | "RowsAtEventTime" >> RowsAtEventTime(spec.timestamp_column)
+    admission = rows | "AdmitOnTime" >> AdmitOnTime(
         spec, lateness, duration_seconds(stream.late_data_horizon)
     )
     live = admission.admitted | "JoinLiveAggregates" >> JoinLiveAggregates(spec, lateness)
