@@ -147,3 +147,23 @@ def test_a_row_written_as_json_parses_back_to_itself():
     rows, _ = parse(spec(), GOOD)
     again, reasons = parse(spec(), json.loads(row_to_json(rows[0])))
     assert (again, reasons) == (rows, [])
+
+
+def test_validated_rows_become_stream_elements_at_their_event_time():
+    import apache_beam as beam
+    import pyarrow as pa
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from tests.conftest import test_pipeline
+    from transforms.messages import RowsAtEventTime
+
+    batch = pa.RecordBatch.from_pylist([{"id": "k", "when": 60}, {"id": "j", "when": 120}])
+    with test_pipeline() as p:
+        stamped = (
+            p
+            | beam.Create([batch])
+            | RowsAtEventTime("when")
+            | beam.Map(lambda row, at=beam.DoFn.TimestampParam: (row, int(at)))
+        )
+        expected = [({"id": "k", "when": 60}, 60), ({"id": "j", "when": 120}, 120)]
+        assert_that(stamped, equal_to(expected))

@@ -41,6 +41,14 @@ SPEC = parse_spec(SPEC_DOC)
 LAYOUT = layout_from_first_line(SOURCE, 0, HEADER, SPEC)
 GOOD = "r1,2025-03-04 05:06:07 UTC,1.5,2,a,hello"
 EPOCH_2025_03_04_050607 = int(dt.datetime(2025, 3, 4, 5, 6, 7, tzinfo=dt.UTC).timestamp())
+GOOD_ROW = {
+    "id": "r1",
+    "when": EPOCH_2025_03_04_050607,
+    "distance": 1.5,
+    "count": 2,
+    "kind": "a",
+    "note": "hello",
+}
 
 
 def parse(*lines: str | bytes, layout: CsvLayout = LAYOUT):
@@ -63,16 +71,7 @@ def test_good_row_is_typed_and_complete():
     parsed = parse(HEADER, GOOD)
     assert parsed.dead_letters == []
     assert parsed.header_lines == 1
-    assert parsed.valid.to_pylist() == [
-        {
-            "id": "r1",
-            "when": EPOCH_2025_03_04_050607,
-            "distance": 1.5,
-            "count": 2,
-            "kind": "a",
-            "note": "hello",
-        }
-    ]
+    assert parsed.valid.to_pylist() == [GOOD_ROW]
 
 
 def test_optional_values_take_the_default_or_stay_missing():
@@ -366,15 +365,7 @@ def test_every_source_has_the_same_outputs_counts_and_counters(make_source, kind
     p = test_pipeline()
     outputs = p | beam.Create([raw]) | ValidateInput(SPEC, adapter)
     rows = outputs.valid | beam.FlatMap(lambda batch: batch.to_pylist())
-    expected_row = {
-        "id": "r1",
-        "when": EPOCH_2025_03_04_050607,
-        "distance": 1.5,
-        "count": 2,
-        "kind": "a",
-        "note": "hello",
-    }
-    assert_that(rows, equal_to([expected_row]), label="CheckValid")
+    assert_that(rows, equal_to([GOOD_ROW]), label="CheckValid")
     reasons = outputs.dead_letter | beam.Map(
         lambda record: (sorted(record), record["reason"], record["column"])
     )

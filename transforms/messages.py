@@ -79,6 +79,25 @@ class PubsubMessages:
         self.spec = spec
         self.timestamp_column = spec.column(spec.timestamp_column)
 
+    def _event_time_field(self, body_text: str, attributes: dict) -> tuple[str, str | None]:
+        """The timestamp column's field text when the spec names an attribute."""
+        name = self.spec.timestamp_attribute
+        raw = attributes.get(name)
+        if raw is None:
+            return "", f"timestamp attribute {name!r} is missing"
+        seconds = attribute_event_seconds(raw)
+        if seconds is None:
+            return "", f"timestamp attribute {name!r} value {raw!r} is not a timestamp"
+        if body_text:
+            zone = self.timestamp_column.timezone
+            body = parse_timestamp_text(body_text, dt.UTC if zone == "UTC" else ZoneInfo(zone))
+            if body != seconds:
+                return "", (
+                    f"timestamp attribute {name!r} ({raw}) disagrees with the body's "
+                    f"{self.timestamp_column.name} ({body_text})"
+                )
+        return str(seconds), None
+
     def fields(self, messages: Sequence) -> list[Fields]:
         return [self.fields_of_parts([message_parts(message) for message in messages])]
 
@@ -112,25 +131,6 @@ class PubsubMessages:
             texts.append(text)
             rows.append(fields)
         return Fields.from_rows(sources, texts, rows, len(self.spec.columns), dead_letters)
-
-    def _event_time_field(self, body_text: str, attributes: dict) -> tuple[str, str | None]:
-        """The timestamp column's field text when the spec names an attribute."""
-        name = self.spec.timestamp_attribute
-        raw = attributes.get(name)
-        if raw is None:
-            return "", f"timestamp attribute {name!r} is missing"
-        seconds = attribute_event_seconds(raw)
-        if seconds is None:
-            return "", f"timestamp attribute {name!r} value {raw!r} is not a timestamp"
-        if body_text:
-            zone = self.timestamp_column.timezone
-            body = parse_timestamp_text(body_text, dt.UTC if zone == "UTC" else ZoneInfo(zone))
-            if body != seconds:
-                return "", (
-                    f"timestamp attribute {name!r} ({raw}) disagrees with the body's "
-                    f"{self.timestamp_column.name} ({body_text})"
-                )
-        return str(seconds), None
 
     def _fields(self, document: dict, attributes: dict):
         fields = []
@@ -191,6 +191,8 @@ class BatchMessages(beam.PTransform):
 
 
 class _RowsAtEventTimeDoFn(beam.DoFn):
+    """RecordBatch -> one TimestampedValue(row dict, event time) per row."""
+
     def __init__(self, timestamp_column: str):
         self._timestamp_column = timestamp_column
 
