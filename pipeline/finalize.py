@@ -81,11 +81,12 @@ def finalize_run(
 
 def reconcile_counts(raw_counts: dict, split_names: Sequence[str]) -> dict:
     """Manifest counts from the pipeline's count records; raises RunFailed if they
-    do not reconcile (every line read is a header, a dead letter or in a split)."""
-    lines = raw_counts.get("lines", 0)
+    do not reconcile (every record read is a header, a dead letter or in a split)."""
+    # Records read, under their source's kind (transforms.validation.ValidateInput).
+    records = raw_counts.get("csv_lines", 0) + raw_counts.get("bigquery_rows", 0)
     header_lines = raw_counts.get("header_lines", 0)
     counts = {
-        "read": lines - header_lines,
+        "read": records - header_lines,
         "header_lines": header_lines,
         "dead_letter": raw_counts.get("dead_letter", 0),
     }

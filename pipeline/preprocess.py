@@ -58,12 +58,18 @@ from pipeline.options import (
 from pipeline.workarounds.quick_exit import exit_now
 from schemas.spec import DatasetSpec, SpecError, load_spec
 from transforms.aggregates import JoinAggregates
-from transforms.bigquery_source import BigQuerySource, BigQuerySourceError, ValidateRecords
-from transforms.csv_source import CsvLayout, InputError, ReadCsvLineBatches, discover_layouts
+from transforms.bigquery_source import BigQueryRows, BigQuerySource, BigQuerySourceError
+from transforms.csv_source import (
+    CsvLayout,
+    CsvLines,
+    InputError,
+    ReadCsvLineBatches,
+    discover_layouts,
+)
 from transforms.split import SplitByKey
 from transforms.statistics import ComputeStatistics, spec_statistics_columns
 from transforms.tfrecords import WriteTFRecordBatches
-from transforms.validation import ParseLineBatches, dead_letter_to_json, rows_schema
+from transforms.validation import FixedSizeBatches, ValidateInput, dead_letter_to_json, rows_schema
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_pipeline", "run"]
 
@@ -100,26 +106,20 @@ def build_pipeline(
     if bigquery is not None or records is not None:
         if records is None:
             records = p | "ReadBigQuery" >> bigquery.read_transform()
-        source_name = bigquery.name if bigquery else "records"
-        parsed = records | "ValidateRows" >> ValidateRecords(
-            spec, source_name, preprocess.parse_batch_size
-        )
+        adapter = BigQueryRows(spec, bigquery.name if bigquery else "records")
+        batches = records | "BatchRows" >> FixedSizeBatches(preprocess.parse_batch_size)
     else:
+        adapter = CsvLines(spec, layouts)
         if lines is None:
             files = [(layout.path, layout.size_bytes) for layout in layouts.values()]
-            line_batches = p | "ReadCsv" >> ReadCsvLineBatches(
+            batches = p | "ReadCsv" >> ReadCsvLineBatches(
                 files,
                 batch_lines=preprocess.parse_batch_size,
                 quoted_newlines=spec.csv.allow_quoted_newlines,
             )
         else:
-            # A fixed size, so that a rerun cuts the same batches (see
-            # transforms.bigquery_source).
-            line_batches = lines | "BatchLines" >> beam.BatchElements(
-                min_batch_size=preprocess.parse_batch_size,
-                max_batch_size=preprocess.parse_batch_size,
-            )
-        parsed = line_batches | "ValidateRows" >> ParseLineBatches(spec, layouts)
+            batches = lines | "BatchLines" >> FixedSizeBatches(preprocess.parse_batch_size)
+    parsed = batches | "ValidateRows" >> ValidateInput(spec, adapter)
     tft_temp_dir = out.temp_dir(temp_location)
     if dry_run_requested(options):
         # tf.Transform creates its temp dir while the graph is built; a dry run

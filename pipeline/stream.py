@@ -58,10 +58,10 @@ from pipeline.options import (
 from schemas.spec import DatasetSpec, SpecError, load_spec
 from transforms.admission import AdmitOnTime
 from transforms.live_aggregates import JoinLiveAggregates
-from transforms.messages import ParseMessages, row_to_json
+from transforms.messages import BatchMessages, PubsubMessages, RowsAtEventTime, row_to_json
 from transforms.tfrecords import TFRecordGzipSink
 from transforms.transform_graph import ApplyTransformGraph
-from transforms.validation import dead_letter_to_json
+from transforms.validation import ValidateInput, dead_letter_to_json
 from transforms.windowed_files import WriteWindowedFiles, stamp_arrival_time
 
 CANCEL_GRACE_SECONDS = 5
@@ -111,8 +111,13 @@ def build_pipeline(
             topic=stream.input_topic,
             with_attributes=True,
         )
-    parsed = messages | "ValidateMessages" >> ParseMessages(spec)
-    admission = parsed.rows | "AdmitOnTime" >> AdmitOnTime(
+    parsed = (
+        messages
+        | "BatchMessages" >> BatchMessages()
+        | "ValidateMessages" >> ValidateInput(spec, PubsubMessages(spec))
+    )
+    rows = parsed.valid | "RowsAtEventTime" >> RowsAtEventTime(spec.timestamp_column)
+    admission = rows | "AdmitOnTime" >> AdmitOnTime(
         spec, lateness, duration_seconds(stream.late_data_horizon)
     )
     live = admission.admitted | "JoinLiveAggregates" >> JoinLiveAggregates(spec, lateness)

@@ -75,10 +75,12 @@ def sample_rows(spec, count: int, seed: int) -> list[dict]:
 def typed_records(spec, records: list[list[str]]) -> list[dict]:
     """CSV field texts in spec order -> typed row dicts, by the project's own
     validator (timestamps as epoch seconds, defaults applied)."""
+    from transforms.records import Fields
     from transforms.validation import RowValidator
 
     texts = [",".join(record) for record in records]
-    valid, rejected = RowValidator(spec).validate(["sample"] * len(records), texts, records)
+    fields = Fields.from_rows(["sample"] * len(records), texts, records, len(spec.columns))
+    valid, rejected = RowValidator(spec).validate(fields)
     if rejected:
         raise ValueError(f"sample rows failed validation: {rejected[:3]}")
     return valid.to_pylist()

@@ -8,14 +8,10 @@ import decimal
 import pytest
 
 from tests.support import minimal_spec
-from transforms.bigquery_source import (
-    BigQuerySource,
-    BigQuerySourceError,
-    RecordParser,
-    field_text,
-)
+from transforms.bigquery_source import BigQueryRows, BigQuerySource, BigQuerySourceError
 from transforms.csv_source import layout_from_first_line
-from transforms.validation import LineParser
+from transforms.records import field_text
+from transforms.validation import InputValidator, LineParser
 
 
 @pytest.mark.parametrize(
@@ -80,13 +76,17 @@ SPEC = minimal_spec(
 )
 
 
+def parse_rows(rows):
+    return InputValidator(SPEC, BigQueryRows(SPEC, "bq://p.d.t")).parse(rows)
+
+
 def test_a_bigquery_row_and_the_same_csv_line_give_the_same_row():
     row = {"id": "k", "when": dt.datetime(2026, 1, 1, 0, 0, 10, tzinfo=dt.UTC), "x": 1.5, "y": -2.0}
-    valid, dead = RecordParser(SPEC, "bq://p.d.t").parse([row])
+    validated = parse_rows([row])
     layouts = {"f.csv": layout_from_first_line("f.csv", 0, "id,when,x,y", SPEC)}
     from_csv = LineParser(SPEC, layouts).parse([("f.csv", b"k,2026-01-01 00:00:10,1.5,-2.0")])
-    assert dead == []
-    assert valid.to_pylist() == from_csv.valid.to_pylist()
+    assert validated.dead_letters == []
+    assert validated.valid.to_pylist() == from_csv.valid.to_pylist()
 
 
 def test_bad_bigquery_rows_are_dead_letters_with_reasons():
@@ -97,8 +97,9 @@ def test_bad_bigquery_rows_are_dead_letters_with_reasons():
         {"id": "c", "when": when, "x": 1.0},
         {"id": "d", "when": when, "x": float("nan"), "y": 0.0},
     ]
-    valid, dead = RecordParser(SPEC, "bq://p.d.t").parse(rows)
-    assert valid.num_rows == 0
+    validated = parse_rows(rows)
+    dead = validated.dead_letters
+    assert (validated.valid.num_rows, validated.header_lines) == (0, 0)
     assert sorted(d["reason"] for d in dead) == [
         "column(s) y not in the BigQuery row",
         "when: required value is missing",

@@ -20,8 +20,8 @@ from pipeline.sample_data import HEADER
 from schemas.spec import SpecError, load_spec, parse_spec
 from tests.support import TAXI_SPEC
 from transforms.csv_source import layout_from_first_line, read_line_range
-from transforms.messages import MessageParser
-from transforms.validation import LineParser
+from transforms.messages import PubsubMessages
+from transforms.validation import InputValidator, LineParser
 
 SPEC = load_spec(str(TAXI_SPEC))
 SOURCE = "fuzz.csv"
@@ -97,7 +97,7 @@ def assert_same_parse(first, second) -> None:
     st.integers(0, 10),
 )
 def test_the_block_path_parses_exactly_like_the_line_path(rows, endings, header_at):
-    """Batches of clean lines skip the per-line Python work (LineParser's block
+    """Batches of clean lines skip the per-line Python work (CsvLines' block
     path); whatever it accepts must come out exactly as line by line."""
     lines = []
     for fields, ending in zip(rows, endings, strict=False):
@@ -111,10 +111,10 @@ def test_the_block_path_parses_exactly_like_the_line_path(rows, endings, header_
     lines.append(b"a,b,c")
     records = [(SOURCE, line) for line in lines]
     parser = LineParser(SPEC, {SOURCE: LAYOUT})
-    line_by_line = parser._parse_each_line(records)
-    block = parser._parse_clean_block(records)
+    line_by_line = parser.validate_parts([parser.adapter.line_fields(records)])
+    block = parser.adapter.clean_block_fields(records)
     if block is not None:
-        assert_same_parse(block, line_by_line)
+        assert_same_parse(parser.validate_parts(block), line_by_line)
     assert_same_parse(parser.parse(records), line_by_line)
 
 
@@ -124,10 +124,12 @@ def test_clean_batches_take_the_block_path():
     lines[7] = (SOURCE, ",".join([*GOOD_FIELDS[:-1], "abc"]).encode())
     lines[9] = (SOURCE, ",".join([*GOOD_FIELDS[:1], "yesterday", *GOOD_FIELDS[2:]]).encode())
     parser = LineParser(SPEC, {SOURCE: LAYOUT})
-    block = parser._parse_clean_block(lines)
-    assert block is not None and block.valid.num_rows == 48
+    parts = parser.adapter.clean_block_fields(lines)
+    assert parts is not None and len(parts) == 1
+    block = parser.validate_parts(parts)
+    assert block.valid.num_rows == 48
     assert [d["column"] for d in block.dead_letters] == ["fare_amount", "pickup_datetime"]
-    assert_same_parse(block, parser._parse_each_line(lines))
+    assert_same_parse(block, parser.validate_parts([parser.adapter.line_fields(lines)]))
 
 
 @FUZZ
@@ -153,11 +155,18 @@ json_value = st.recursive(
 )
 
 
+def parse_messages(bodies: list[bytes]):
+    from apache_beam.io.gcp.pubsub import PubsubMessage
+
+    messages = [PubsubMessage(body, {}) for body in bodies]
+    return InputValidator(SPEC, PubsubMessages(SPEC)).parse(messages)
+
+
 @FUZZ
 @given(st.lists(st.one_of(st.binary(max_size=200), json_value.map(json.dumps).map(str.encode))))
 def test_any_message_bytes_are_rows_or_dead_letters(messages):
-    valid, dead_letters = MessageParser(SPEC).parse([("sub", data, {}) for data in messages])
-    assert valid.num_rows + len(dead_letters) == len(messages)
+    validated = parse_messages(messages)
+    assert validated.valid.num_rows + len(validated.dead_letters) == len(messages)
 
 
 @FUZZ
@@ -165,8 +174,8 @@ def test_any_message_bytes_are_rows_or_dead_letters(messages):
 def test_messages_with_any_field_values_are_rows_or_dead_letters(changes):
     document = dict(zip(HEADER, GOOD_FIELDS, strict=True))
     document.update(changes)
-    valid, dead_letters = MessageParser(SPEC).parse([("sub", json.dumps(document).encode(), {})])
-    assert valid.num_rows + len(dead_letters) == 1
+    validated = parse_messages([json.dumps(document).encode()])
+    assert validated.valid.num_rows + len(validated.dead_letters) == 1
 
 
 # --- the spec loader ------------------------------------------------------------

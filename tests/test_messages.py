@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from apache_beam.io.gcp.pubsub import PubsubMessage
 
 from tests.support import minimal_spec
-from transforms.messages import MessageParser, attribute_event_seconds, row_to_json
-from transforms.validation import LineParser
+from transforms.messages import PubsubMessages, attribute_event_seconds, row_to_json
+from transforms.validation import InputValidator, LineParser
 
 
 def spec(**overrides):
@@ -26,11 +27,16 @@ def spec(**overrides):
 
 def parse(spec_, *documents, attributes=None):
     messages = [
-        ("pubsub:1", d if isinstance(d, bytes) else json.dumps(d).encode(), attributes or {})
+        PubsubMessage(
+            d if isinstance(d, bytes) else json.dumps(d).encode(), attributes, message_id="1"
+        )
         for d in documents
     ]
-    valid, dead_letters = MessageParser(spec_).parse(messages)
-    return valid.to_pylist(), [d["reason"] for d in dead_letters]
+    validated = InputValidator(spec_, PubsubMessages(spec_)).parse(messages)
+    assert validated.header_lines == 0
+    for record in validated.dead_letters:
+        assert record["source"] == "pubsub:1"
+    return validated.valid.to_pylist(), [d["reason"] for d in validated.dead_letters]
 
 
 GOOD = {"id": "k", "when": "2026-01-01 00:00:10", "n": 2, "x": 1.5, "y": -2.0, "kind": "a"}
@@ -141,3 +147,23 @@ def test_a_row_written_as_json_parses_back_to_itself():
     rows, _ = parse(spec(), GOOD)
     again, reasons = parse(spec(), json.loads(row_to_json(rows[0])))
     assert (again, reasons) == (rows, [])
+
+
+def test_validated_rows_become_stream_elements_at_their_event_time():
+    import apache_beam as beam
+    import pyarrow as pa
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from tests.support import test_pipeline
+    from transforms.messages import RowsAtEventTime
+
+    batch = pa.RecordBatch.from_pylist([{"id": "k", "when": 60}, {"id": "j", "when": 120}])
+    with test_pipeline() as p:
+        stamped = (
+            p
+            | beam.Create([batch])
+            | RowsAtEventTime("when")
+            | beam.Map(lambda row, at=beam.DoFn.TimestampParam: (row, int(at)))
+        )
+        expected = [({"id": "k", "when": 60}, 60), ({"id": "j", "when": 120}, 120)]
+        assert_that(stamped, equal_to(expected))

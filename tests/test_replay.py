@@ -22,17 +22,22 @@ def taxi_csv(tmp_path):
 
 
 def test_replayed_events_parse_back_to_the_csv_rows_at_publish_time(taxi_spec, taxi_csv):
+    from apache_beam.io.gcp.pubsub import PubsubMessage
+
     from pipeline.replay import live_message, typed_rows
-    from transforms.messages import MessageParser
+    from transforms.messages import PubsubMessages
+    from transforms.validation import InputValidator
 
     rows, rejected = typed_rows(taxi_spec, str(taxi_csv), limit=None)
     assert (len(rows), rejected) == (59, 1)
     now = 1_790_000_000.7
-    messages = [("test", live_message(row, taxi_spec.timestamp_column, now), {}) for row in rows]
-    parsed, dead_letters = MessageParser(taxi_spec).parse(messages)
-    assert dead_letters == []
+    messages = [
+        PubsubMessage(live_message(row, taxi_spec.timestamp_column, now), {}) for row in rows
+    ]
+    validated = InputValidator(taxi_spec, PubsubMessages(taxi_spec)).parse(messages)
+    assert validated.dead_letters == []
     expected = [{**row, taxi_spec.timestamp_column: 1_790_000_000} for row in rows]
-    assert parsed.to_pylist() == expected
+    assert validated.valid.to_pylist() == expected
 
 
 def test_limit_stops_early(taxi_spec, taxi_csv):

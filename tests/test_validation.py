@@ -11,8 +11,14 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from schemas.spec import parse_spec
 from tests.support import test_pipeline
-from transforms.csv_source import CsvLayout, InputError, discover_layouts, layout_from_first_line
-from transforms.validation import LineParser, ParseAndValidate
+from transforms.csv_source import (
+    CsvLayout,
+    CsvLines,
+    InputError,
+    discover_layouts,
+    layout_from_first_line,
+)
+from transforms.validation import FixedSizeBatches, LineParser, ValidateInput
 
 SOURCE = "gs://bucket/trips.csv"
 HEADER = "id,when,distance,count,kind,note"
@@ -35,6 +41,14 @@ SPEC = parse_spec(SPEC_DOC)
 LAYOUT = layout_from_first_line(SOURCE, 0, HEADER, SPEC)
 GOOD = "r1,2025-03-04 05:06:07 UTC,1.5,2,a,hello"
 EPOCH_2025_03_04_050607 = int(dt.datetime(2025, 3, 4, 5, 6, 7, tzinfo=dt.UTC).timestamp())
+GOOD_ROW = {
+    "id": "r1",
+    "when": EPOCH_2025_03_04_050607,
+    "distance": 1.5,
+    "count": 2,
+    "kind": "a",
+    "note": "hello",
+}
 
 
 def parse(*lines: str | bytes, layout: CsvLayout = LAYOUT):
@@ -57,16 +71,7 @@ def test_good_row_is_typed_and_complete():
     parsed = parse(HEADER, GOOD)
     assert parsed.dead_letters == []
     assert parsed.header_lines == 1
-    assert parsed.valid.to_pylist() == [
-        {
-            "id": "r1",
-            "when": EPOCH_2025_03_04_050607,
-            "distance": 1.5,
-            "count": 2,
-            "kind": "a",
-            "note": "hello",
-        }
-    ]
+    assert parsed.valid.to_pylist() == [GOOD_ROW]
 
 
 def test_optional_values_take_the_default_or_stay_missing():
@@ -239,11 +244,16 @@ def test_pattern_matching_nothing_is_an_input_error(tmp_path):
 # --- the PTransform -----------------------------------------------------------
 
 
-def test_parse_and_validate_transform_separates_outputs():
+def test_the_validating_transform_separates_outputs_of_csv_lines():
     bad = "r2,2025-03-04 05:06:07,-1,2,a,"
     lines = [(SOURCE, HEADER.encode()), (SOURCE, GOOD.encode()), (SOURCE, bad.encode())]
     with test_pipeline() as p:
-        outputs = p | beam.Create(lines) | ParseAndValidate(SPEC, {SOURCE: LAYOUT}, batch_size=2)
+        outputs = (
+            p
+            | beam.Create(lines)
+            | FixedSizeBatches(2)
+            | ValidateInput(SPEC, CsvLines(SPEC, {SOURCE: LAYOUT}))
+        )
         valid_ids = outputs.valid | beam.FlatMap(lambda batch: batch.column("id").to_pylist())
         assert_that(valid_ids, equal_to(["r1"]), label="CheckValid")
         assert_that(
@@ -261,7 +271,12 @@ def test_parse_and_validate_transform_separates_outputs():
             label="CheckDeadLetters",
         )
         totals = outputs.counts | beam.CombinePerKey(sum)
-        assert_that(totals, equal_to([("lines", 3), ("header_lines", 1)]), label="CheckCounts")
+        assert_that(totals, equal_to([("csv_lines", 3), ("header_lines", 1)]), label="CheckCounts")
+
+
+def test_batches_must_have_a_positive_size():
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        FixedSizeBatches(0)
 
 
 def test_leap_day_is_a_valid_timestamp():
@@ -302,3 +317,72 @@ def test_an_unreadable_tail_is_a_dead_letter_holding_the_partial_line():
     (record,) = parsed.dead_letters
     assert record["line"] == "r2,2025-0"
     assert record["reason"].startswith("file ends early") and "EOFError: cut" in record["reason"]
+
+
+# --- one contract for every source --------------------------------------------
+
+
+def _csv_source():
+    bad = GOOD.replace("r1", "r2").replace(",1.5,", ",100.5,")
+    lines = [(SOURCE, line.encode()) for line in (HEADER, GOOD, bad)]
+    return CsvLines(SPEC, {SOURCE: LAYOUT}), lines, 1
+
+
+def _bigquery_source():
+    from transforms.bigquery_source import BigQueryRows
+
+    when = dt.datetime(2025, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
+    good = {"id": "r1", "when": when, "distance": 1.5, "count": 2, "kind": "a", "note": "hello"}
+    return BigQueryRows(SPEC, "bq://p.d.t"), [good, {**good, "id": "r2", "distance": 100.5}], 0
+
+
+def _pubsub_source():
+    import json
+
+    from apache_beam.io.gcp.pubsub import PubsubMessage
+
+    from transforms.messages import PubsubMessages
+
+    good = {"id": "r1", "when": GOOD.split(",")[1], "distance": 1.5, "count": 2, "kind": "a"}
+    good["note"] = "hello"
+    bodies = [good, {**good, "id": "r2", "distance": 100.5}]
+    messages = [PubsubMessage(json.dumps(b).encode(), {}, message_id=b["id"]) for b in bodies]
+    return PubsubMessages(SPEC), messages, 0
+
+
+@pytest.mark.parametrize(
+    "make_source, kind",
+    [
+        (_csv_source, "csv_lines"),
+        (_bigquery_source, "bigquery_rows"),
+        (_pubsub_source, "pubsub_messages"),
+    ],
+)
+def test_every_source_has_the_same_outputs_counts_and_counters(make_source, kind):
+    from apache_beam.metrics.metric import MetricsFilter
+
+    adapter, raw, header_lines = make_source()
+    p = test_pipeline()
+    outputs = p | beam.Create([raw]) | ValidateInput(SPEC, adapter)
+    rows = outputs.valid | beam.FlatMap(lambda batch: batch.to_pylist())
+    assert_that(rows, equal_to([GOOD_ROW]), label="CheckValid")
+    reasons = outputs.dead_letter | beam.Map(
+        lambda record: (sorted(record), record["reason"], record["column"])
+    )
+    expected_dead = (
+        ["column", "line", "reason", "source"],
+        "distance: 100.5 is above max 100",
+        "distance",
+    )
+    assert_that(reasons, equal_to([expected_dead]), label="CheckDeadLetters")
+    counts = [(kind, len(raw)), ("header_lines", header_lines)]
+    assert_that(outputs.counts, equal_to(counts), label="CheckCounts")
+    result = p.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_namespace("input"))["counters"]
+    assert {c.key.metric.name: c.committed for c in counters} == {
+        f"{kind}_read": len(raw),
+        "header_lines": header_lines,
+        "rows_valid": 1,
+        "dead_letters": 1,
+    }

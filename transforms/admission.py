@@ -37,7 +37,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from schemas.spec import DatasetSpec
-from transforms.messages import METRICS_NAMESPACE, row_to_json
+from transforms.messages import row_to_json
 from transforms.validation import dead_letter
 
 DEFAULT_ADMISSION_SECONDS = 60
@@ -46,6 +46,9 @@ DEFAULT_ADMISSION_SECONDS = 60
 # stays small.
 ADMISSION_SHARDS = 64
 LATE_TAG = "late"
+
+# The streaming job's own counters (admission, the transform graph).
+METRICS_NAMESPACE = "stream"
 
 
 def admission_window_seconds(spec: DatasetSpec) -> int:

@@ -1,4 +1,5 @@
-"""Reading CSV files: header discovery at construction time, and line reading.
+"""Reading CSV files: header discovery at construction time, line reading, and
+the CSV input adapter that splits lines into the validator's `Fields`.
 
 Lines are read as bytes, not str, so that a line with invalid UTF-8 becomes a
 dead letter instead of killing the job inside Beam's text decoder.
@@ -14,10 +15,13 @@ import zlib
 from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.spec import DatasetSpec
+from transforms.records import Fields, dead_letter, decode_utf8
 
 UTF8_BOM = "\ufeff"
 
@@ -389,3 +393,202 @@ class ReadCsvLineBatches(beam.PTransform):
             | "UngroupRanges" >> beam.FlatMap(lambda planned: planned[1])
             | "ReadRanges" >> beam.ParDo(_ReadRangeDoFn(self._batch_lines, self._quoted_newlines))
         )
+
+
+class CsvLines:
+    """Input adapter (transforms.records) for batches of `(path, line_bytes)`,
+    headers and UnreadableTail stand-ins included, from the files in `layouts`.
+
+    A line becomes the fields of the spec's columns, mapped by the file's
+    header; lines that cannot (invalid UTF-8, a file not listed at start, a
+    blank line, another field count, unbalanced quotes) become dead letters,
+    and header lines are counted.
+    """
+
+    kind = "csv_lines"
+
+    def __init__(self, spec: DatasetSpec, layouts: dict[str, CsvLayout]):
+        self.layouts = layouts
+        self.delimiter = spec.csv.delimiter
+        self.width = len(spec.columns)
+
+    def fields(self, records: Sequence[tuple[str, bytes]]) -> list[Fields]:
+        return self.clean_block_fields(records) or [self.line_fields(records)]
+
+    def _split(self, line: str) -> list[str]:
+        """The line's fields; [] when its quotes do not balance (an odd count:
+        often one half of a quoted field that holds a line break)."""
+        if '"' not in line:
+            return line.split(self.delimiter)
+        if line.count('"') % 2:
+            return []
+        try:
+            return next(csv.reader([line], delimiter=self.delimiter, strict=True))
+        except (csv.Error, StopIteration):
+            return []
+
+    def clean_block_fields(self, records: Sequence[tuple[str, bytes]]) -> list[Fields] | None:
+        """The batch's plain lines split into columns by Arrow's CSV reader in one
+        call, then the others line by line; None when the reader cannot take the
+        batch.
+
+        Plain lines skip the Python work per line, which dominated parsing. A line
+        is plain when it comes from the batch's file, is not blank and holds no
+        quote, no carriage return inside and no byte order mark: splitting it at
+        the delimiter is then all either path does. Lines with another field
+        count are handed back by the reader and go line by line too, so every
+        problem is named the same way. Invalid UTF-8 anywhere makes
+        the reader fail, and the whole batch goes line by line (None).
+        Rows come out plain lines first: row order within a batch is not kept.
+        """
+        if not records:
+            return None
+        source = records[0][0]
+        layout = self.layouts.get(source)
+        # With one field per line, an empty line would read as one empty field.
+        if layout is None or layout.field_count < 2:
+            return None
+        header = layout.header.encode("utf-8") if layout.header is not None else None
+        bom = UTF8_BOM.encode("utf-8")
+        plain: list[bytes] = []
+        others: list[tuple[str, bytes]] = []
+        header_lines = 0
+        for record in records:
+            record_source, raw = record
+            if record_source != source or not isinstance(raw, bytes):
+                others.append(record)
+                continue
+            if raw.endswith(b"\r"):
+                raw = raw.rstrip(b"\r")
+            if raw == header:
+                header_lines += 1
+            elif b'"' in raw or b"\r" in raw or bom in raw or not raw or raw.isspace():
+                others.append(record)
+            else:
+                plain.append(raw)
+        if not plain:
+            return None
+        misfits = 0
+
+        def set_aside(row) -> str:
+            nonlocal misfits
+            misfits += 1
+            return "skip"
+
+        block = b"\n".join(plain)
+        names = [str(i) for i in range(layout.field_count)]
+        try:
+            table = pa_csv.read_csv(
+                pa.py_buffer(block),
+                read_options=pa_csv.ReadOptions(
+                    column_names=names,
+                    block_size=max(len(block) + 1, 1 << 20),
+                    use_threads=False,
+                ),
+                parse_options=pa_csv.ParseOptions(
+                    delimiter=self.delimiter,
+                    quote_char=False,
+                    ignore_empty_lines=False,
+                    invalid_row_handler=set_aside,
+                ),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
+                ),
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+        if misfits:
+            # Without quotes a line's field count is its delimiter count plus one.
+            delimiter = self.delimiter.encode("utf-8")
+            fits = [line.count(delimiter) + 1 == layout.field_count for line in plain]
+            others.extend((source, line) for line, ok in zip(plain, fits, strict=True) if not ok)
+            plain = [line for line, ok in zip(plain, fits, strict=True) if ok]
+        if table.num_rows != len(plain):
+            return None
+        columns = [table.column(position).combine_chunks() for position in layout.positions]
+        parts = [
+            Fields(
+                _Repeated(source, len(plain)),
+                _DecodedLines(plain),
+                columns,
+                header_lines=header_lines,
+            )
+        ]
+        if others:
+            parts.append(self.line_fields(others))
+        return parts
+
+    def line_fields(self, records: Sequence[tuple[str, bytes]]) -> Fields:
+        """The batch line by line in Python: the path for every line, plain or not."""
+        dead_letters: list[dict] = []
+        header_lines = 0
+        # Lines that survive the line-level checks: (source, text, fields in spec order).
+        sources: list[str] = []
+        lines: list[str] = []
+        rows: list[list[str]] = []
+        for source, raw in records:
+            layout = self.layouts.get(source)
+            if isinstance(raw, UnreadableTail):
+                text = raw.partial_line.decode("utf-8", errors="backslashreplace")
+                dead_letters.append(
+                    dead_letter(
+                        source, text, f"file ends early, rows after this are lost: {raw.reason}"
+                    )
+                )
+                continue
+            line, rejected = decode_utf8(source, raw)
+            if rejected is not None:
+                dead_letters.append(rejected)
+                continue
+            line = line.rstrip("\r").removeprefix(UTF8_BOM)
+            if layout is None:
+                dead_letters.append(dead_letter(source, line, "file was not listed at start"))
+                continue
+            if layout.header is not None and line == layout.header:
+                header_lines += 1
+                continue
+            if not line or line.isspace():
+                dead_letters.append(dead_letter(source, line, "empty line"))
+                continue
+            fields = self._split(line)
+            if len(fields) != layout.field_count:
+                reason = (
+                    "unbalanced quotes (if quoted fields hold line breaks, set "
+                    "csv.allow_quoted_newlines in the spec)"
+                    if not fields
+                    else f"expected {layout.field_count} fields, got {len(fields)}"
+                )
+                dead_letters.append(dead_letter(source, line, reason))
+                continue
+            sources.append(source)
+            lines.append(line)
+            rows.append(fields if layout.in_spec_order else [fields[p] for p in layout.positions])
+        return Fields.from_rows(sources, lines, rows, self.width, dead_letters, header_lines)
+
+
+class _Repeated(Sequence):
+    """One value `count` times, as a sequence."""
+
+    def __init__(self, value, count: int):
+        self._value, self._count = value, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int):
+        if not -self._count <= index < self._count:
+            raise IndexError(index)
+        return self._value
+
+
+class _DecodedLines(Sequence):
+    """Lines as text, decoded only when asked for (dead letters need a few)."""
+
+    def __init__(self, lines: Sequence[bytes]):
+        self._lines = lines
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __getitem__(self, index: int) -> str:
+        return self._lines[index].decode("utf-8")

@@ -1,12 +1,13 @@
-"""Parsing and validating JSON messages (Pub/Sub) into typed rows, with dead letters.
+"""JSON messages (Pub/Sub) as validator input, and validated rows as stream elements.
 
-A message is one JSON object holding the spec's raw columns. JSON types are
-checked first (a string column takes a JSON string, a number column a JSON
-number, a timestamp column an ISO 8601 string or integer epoch seconds); then
-the values go through the same `RowValidator` as CSV fields, so that ranges,
-allowed values, required columns and defaults mean the same in batch and in
-streaming. Fields that the spec does not name are ignored, as extra CSV columns
-are.
+A message is one JSON object holding the spec's raw columns. `PubsubMessages`,
+the input adapter, checks JSON types first (a string column takes a JSON
+string, a number column a JSON number, a timestamp column an ISO 8601 string
+or integer epoch seconds); then transforms.validation.ValidateInput checks the
+values like CSV fields, so that ranges, allowed values, required columns and
+defaults mean the same in batch and in streaming. Fields that the spec does
+not name are ignored, as extra CSV columns are. `RowsAtEventTime` turns the
+validated batches into the timestamped row dicts the stream job carries.
 """
 
 from __future__ import annotations
@@ -18,18 +19,11 @@ from zoneinfo import ZoneInfo
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
 from schemas.spec import Column, ColumnType, DatasetSpec
-from transforms.validation import (
-    DEAD_LETTER_TAG,
-    RowValidator,
-    dead_letter,
-    parse_timestamp_text,
-)
-
-METRICS_NAMESPACE = "stream"
+from transforms.records import Fields, dead_letter, decode_utf8, field_text
+from transforms.validation import parse_timestamp_text
 
 
 def _json_type(value) -> str:
@@ -44,28 +38,22 @@ def _json_type(value) -> str:
     return "an object"
 
 
-def field_text(column: Column, value) -> tuple[str, str | None]:
-    """The value as CSV-like field text, or a problem when its JSON type is wrong.
-
-    Missing and null become '' (a missing value, as an empty CSV field).
-    """
+def json_type_problem(column: Column, value) -> str | None:
+    """What is wrong with the JSON type of a column's value, None when nothing:
+    a string column takes a string, a timestamp column an ISO 8601 string or
+    integer epoch seconds, a number column a number. Null (or absent) is a
+    missing value, as an empty CSV field."""
     if value is None:
-        return "", None
+        return None
     if column.type is ColumnType.STRING:
-        if isinstance(value, str):
-            return value, None
-        return "", f"expected a string, got {_json_type(value)}"
+        return None if isinstance(value, str) else f"expected a string, got {_json_type(value)}"
     if column.type is ColumnType.TIMESTAMP:
-        if isinstance(value, str):
-            return value, None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value), None
-        return "", f"expected an ISO 8601 string or integer epoch seconds, got {_json_type(value)}"
+        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+            return None
+        return f"expected an ISO 8601 string or integer epoch seconds, got {_json_type(value)}"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return "", f"expected a number, got {_json_type(value)}"
-    # repr round-trips every float exactly; Python's json also yields nan and
-    # inf here, which the validator rejects as not finite.
-    return (repr(value) if isinstance(value, float) else str(value)), None
+        return f"expected a number, got {_json_type(value)}"
+    return None
 
 
 def attribute_event_seconds(text: str) -> int | None:
@@ -75,12 +63,16 @@ def attribute_event_seconds(text: str) -> int | None:
     return parse_timestamp_text(text, dt.UTC)
 
 
-class MessageParser:
-    """Parses batches of `(source, data bytes, attributes)` for one spec."""
+class PubsubMessages:
+    """Input adapter (transforms.records) for batches of PubsubMessages: each
+    spec column's value from the JSON body (or the event time from the spec's
+    timestamp attribute) as field text. A message that is not UTF-8, not JSON,
+    not an object, or holds a value of the wrong JSON type is a dead letter."""
+
+    kind = "pubsub_messages"
 
     def __init__(self, spec: DatasetSpec):
         self.spec = spec
-        self.validator = RowValidator(spec)
         self.timestamp_column = spec.column(spec.timestamp_column)
 
     def _event_time_field(self, body_text: str, attributes: dict) -> tuple[str, str | None]:
@@ -102,21 +94,19 @@ class MessageParser:
                 )
         return str(seconds), None
 
-    def parse(
-        self, messages: Sequence[tuple[str, bytes, dict]]
-    ) -> tuple[pa.RecordBatch, list[dict]]:
+    def fields(self, messages: Sequence) -> list[Fields]:
+        return [self.fields_of_parts([message_parts(message) for message in messages])]
+
+    def fields_of_parts(self, messages: Sequence[tuple[str, bytes, dict]]) -> Fields:
+        """Fields of `(source, data bytes, attributes)` triples (see message_parts)."""
         dead_letters: list[dict] = []
         sources: list[str] = []
         texts: list[str] = []
         rows: list[list[str]] = []
         for source, data, attributes in messages:
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as error:
-                shown = data.decode("utf-8", errors="backslashreplace")
-                dead_letters.append(
-                    dead_letter(source, shown, f"invalid UTF-8 at byte {error.start}")
-                )
+            text, rejected = decode_utf8(source, data)
+            if rejected is not None:
+                dead_letters.append(rejected)
                 continue
             try:
                 document = json.loads(text)
@@ -136,13 +126,14 @@ class MessageParser:
             sources.append(source)
             texts.append(text)
             rows.append(fields)
-        valid, rejected = self.validator.validate(sources, texts, rows)
-        return valid, dead_letters + rejected
+        return Fields.from_rows(sources, texts, rows, len(self.spec.columns), dead_letters)
 
     def _fields(self, document: dict, attributes: dict):
         fields = []
         for column in self.spec.columns:
-            text, problem = field_text(column, document.get(column.name))
+            value = document.get(column.name)
+            problem = json_type_problem(column, value)
+            text = field_text(value) if problem is None else ""
             if (
                 problem is None
                 and column is self.timestamp_column
@@ -165,57 +156,44 @@ def message_parts(message) -> tuple[str, bytes, dict]:
     return source, data, dict(message.attributes or {})
 
 
-class _ParseMessagesDoFn(beam.DoFn):
-    """Batch of PubsubMessages -> one row dict per valid message, timestamped at its
-    event time (main), and dead-letter dicts (tagged)."""
+class BatchMessages(beam.PTransform):
+    """PCollection[PubsubMessage] -> lists of up to `batch_size` messages, as many
+    as a bundle holds: a stream does not wait to fill a batch."""
 
-    def __init__(self, spec: DatasetSpec):
-        self._spec = spec
-        self._read = Metrics.counter(METRICS_NAMESPACE, "messages_read")
-        self._valid = Metrics.counter(METRICS_NAMESPACE, "rows_valid")
-        self._dead = Metrics.counter(METRICS_NAMESPACE, "messages_dead_letter")
-
-    def setup(self):
-        self._parser = MessageParser(self._spec)
-
-    def process(self, messages: list) -> Iterable:
-        valid, dead_letters = self._parser.parse([message_parts(m) for m in messages])
-        self._read.inc(len(messages))
-        self._valid.inc(valid.num_rows)
-        self._dead.inc(len(dead_letters))
-        timestamp_column = self._spec.timestamp_column
-        for row in valid.to_pylist():
-            # Event time is the spec's timestamp column, never publish or
-            # processing time.
-            yield TimestampedValue(row, row[timestamp_column])
-        for record in dead_letters:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
-
-
-class ParseMessages(beam.PTransform):
-    """PCollection[PubsubMessage] -> valid rows and dead letters.
-
-    Returns a DoOutputsTuple with:
-      - 'rows': dict per valid message, spec columns with typed values
-        (timestamps as epoch seconds), element timestamp = event time;
-      - 'dead_letter': dicts {source, line, reason, column}.
-    Unbounded or bounded, any windowing. Counters (namespace 'stream'):
-    messages_read, rows_valid, messages_dead_letter.
-    """
-
-    def __init__(self, spec: DatasetSpec, batch_size: int = 500):
+    def __init__(self, batch_size: int = 500):
         super().__init__()
-        self._spec = spec
         self._batch_size = batch_size
 
     def expand(self, messages):
-        return (
-            messages
-            | "BatchMessages"
-            >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
-            | "ParseBatch"
-            >> beam.ParDo(_ParseMessagesDoFn(self._spec)).with_outputs(DEAD_LETTER_TAG, main="rows")
+        return messages | "Batch" >> beam.BatchElements(
+            min_batch_size=1, max_batch_size=self._batch_size
         )
+
+
+class _RowsAtEventTimeDoFn(beam.DoFn):
+    """RecordBatch -> one TimestampedValue(row dict, event time) per row."""
+
+    def __init__(self, timestamp_column: str):
+        self._timestamp_column = timestamp_column
+
+    def process(self, batch: pa.RecordBatch) -> Iterable[TimestampedValue]:
+        for row in batch.to_pylist():
+            # Event time is the spec's timestamp column, never publish or
+            # processing time.
+            yield TimestampedValue(row, row[self._timestamp_column])
+
+
+class RowsAtEventTime(beam.PTransform):
+    """PCollection[pa.RecordBatch] of validated rows -> one row dict per row
+    (spec columns with typed values, timestamps as epoch seconds), its element
+    timestamp the row's event time: what the stream's admission step takes."""
+
+    def __init__(self, timestamp_column: str):
+        super().__init__()
+        self._timestamp_column = timestamp_column
+
+    def expand(self, batches):
+        return batches | "ToRows" >> beam.ParDo(_RowsAtEventTimeDoFn(self._timestamp_column))
 
 
 def row_to_json(row: dict) -> str:

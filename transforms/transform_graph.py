@@ -10,7 +10,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from schemas.spec import DatasetSpec
-from transforms.messages import METRICS_NAMESPACE
+from transforms.admission import METRICS_NAMESPACE
 from transforms.validation import rows_schema
 
 

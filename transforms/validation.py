@@ -1,15 +1,19 @@
-"""Parsing and validating CSV lines into typed Arrow batches, with dead letters.
+"""Validating every source's records into typed Arrow batches, with dead letters.
 
-The work is columnar: a batch of lines is split into fields, then each column
-is converted and checked with vectorised NumPy/Arrow operations, falling back
-to per-value Python only for the values that the fast path rejects (to name
-the exact problem). The pure function `parse_lines` holds all the logic and is
-tested without a pipeline; `ParseAndValidate` wires it into Beam.
+`ValidateInput` is the one validating step of both jobs: given an input
+adapter (transforms.records: CSV lines, BigQuery rows or Pub/Sub messages), it
+turns batches of raw records into valid rows, dead letters and counts, with
+the same outputs, counters and dead-letter record for every source.
+
+The work is columnar: each spec column's field texts are converted and checked
+with vectorised NumPy/Arrow operations, falling back to per-value Python only
+for the values that the fast path rejects (to name the exact problem).
+`InputValidator` holds the logic for one batch and is tested without a
+pipeline; `ValidateInput` wires it into Beam.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime as dt
 import json
@@ -21,15 +25,16 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
 from apache_beam.metrics import Metrics
 
 from schemas.spec import Aggregate, AggregateFunction, Column, ColumnType, DatasetSpec
-from transforms.csv_source import UTF8_BOM, CsvLayout, UnreadableTail
+from transforms.csv_source import CsvLayout, CsvLines
 from transforms.progress import PhaseProgress
+from transforms.records import DEAD_LETTER_TAG, Fields, InputAdapter, dead_letter
 
-DEAD_LETTER_TAG = "dead_letter"
-METRICS_NAMESPACE = "preprocess"
+# One namespace for the counters of every source, batch or streaming.
+METRICS_NAMESPACE = "input"
+COUNTS_TAG = "counts"
 
 _ARROW_TYPES = {
     ColumnType.FLOAT: pa.float64(),
@@ -53,28 +58,6 @@ def rows_schema(spec: DatasetSpec) -> pa.Schema:
     """Schema of validated rows with the spec's aggregate columns appended."""
     aggregates = [pa.field(a.name, aggregate_arrow_type(a)) for a in spec.aggregates]
     return pa.schema(list(arrow_schema(spec)) + aggregates)
-
-
-@dataclasses.dataclass
-class ParsedLines:
-    """Result of parsing one batch of lines."""
-
-    valid: pa.RecordBatch
-    dead_letters: list[dict]
-    header_lines: int
-
-
-# A dead letter keeps at most this much of its input line, so that one huge
-# malformed line cannot make a huge dead-letter file; the reason gives the length.
-MAX_DEAD_LETTER_LINE_CHARS = 10_000
-
-
-def dead_letter(source: str, line: str, reason: str, column: str | None = None) -> dict:
-    """The one shape of a dead-letter record, shared by every stage that rejects rows."""
-    if len(line) > MAX_DEAD_LETTER_LINE_CHARS:
-        reason = f"{reason} (line of {len(line):,} characters, cut to the first 10,000 here)"
-        line = line[:MAX_DEAD_LETTER_LINE_CHARS]
-    return {"source": source, "line": line, "reason": reason, "column": column}
 
 
 def _parse_float(text: str) -> float | None:
@@ -257,33 +240,21 @@ def _fields_match(parsed: pa.Array, texts: pa.Array) -> np.ndarray:
 
 
 class RowValidator:
-    """Rows of field strings in spec order -> typed Arrow batch plus dead letters.
-
-    Shared by every input format (CSV lines, JSON messages), so that one spec
-    means one set of rules: types, ranges, allowed values, required columns and
-    defaults.
-    """
+    """`Fields` -> typed Arrow batch plus dead letters: the spec's rules (types,
+    ranges, allowed values, required columns and defaults), the same for every
+    source."""
 
     def __init__(self, spec: DatasetSpec):
         self.schema = arrow_schema(spec)
         self.column_parsers = [_ColumnParser(column) for column in spec.columns]
 
-    def validate(
-        self, sources: Sequence[str], texts: Sequence[str], rows: Sequence[Sequence[str]]
-    ) -> tuple[pa.RecordBatch, list[dict]]:
-        """`rows[i]` holds the fields of input record `texts[i]` from `sources[i]`."""
-        fields_by_column = list(zip(*rows, strict=True)) if rows else [()] * len(self.schema)
-        columns = [pa.array(texts_, type=pa.string()) for texts_ in fields_by_column]
-        return self.validate_columns(sources, texts, columns, len(rows))
-
-    def validate_columns(
-        self, sources: Sequence[str], texts: Sequence[str], columns: Sequence[pa.Array], count: int
-    ) -> tuple[pa.RecordBatch, list[dict]]:
-        """`columns[c][i]` holds the field of spec column c of input record
-        `texts[i]` from `sources[i]`, as a string array per column."""
+    def validate(self, fields: Fields) -> tuple[pa.RecordBatch, list[dict]]:
+        """The valid rows, and the dead letters: first those the source's own
+        checks rejected, then the rows that break a rule, in record order."""
+        count = len(fields.sources)
         first_problem: list[tuple[str, str] | None] = [None] * count
         arrays = []
-        for parser, column_texts in zip(self.column_parsers, columns, strict=True):
+        for parser, column_texts in zip(self.column_parsers, fields.columns, strict=True):
             strings = pc.utf8_trim_whitespace(column_texts)
             values, problems = parser.parse(strings)
             arrays.append(values)
@@ -291,11 +262,13 @@ class RowValidator:
                 if problem is not None and first_problem[i] is None:
                     first_problem[i] = (parser.column.name, problem)
         keep = np.fromiter((p is None for p in first_problem), dtype=bool, count=count)
-        dead_letters = []
+        dead_letters = list(fields.rejected)
         for i in np.flatnonzero(~keep):
             column_name, problem = first_problem[i]
             dead_letters.append(
-                dead_letter(sources[i], texts[i], f"{column_name}: {problem}", column_name)
+                dead_letter(
+                    fields.sources[i], fields.texts[i], f"{column_name}: {problem}", column_name
+                )
             )
         if not count:
             return pa.RecordBatch.from_pylist([], schema=self.schema), dead_letters
@@ -305,274 +278,127 @@ class RowValidator:
         return valid, dead_letters
 
 
-class LineParser:
-    """Parses batches of `(source, line_bytes)` for one spec and set of file layouts."""
+@dataclasses.dataclass
+class ValidatedBatch:
+    """What one batch of raw records became: every record is exactly one of a
+    valid row, a dead letter or (CSV) a header line."""
 
-    def __init__(self, spec: DatasetSpec, layouts: dict[str, CsvLayout]):
-        self.spec = spec
-        self.layouts = layouts
+    valid: pa.RecordBatch
+    dead_letters: list[dict]
+    header_lines: int
+
+
+class InputValidator:
+    """Validates batches of one source's raw records for one spec: the adapter
+    makes them `Fields`, the RowValidator applies the rules."""
+
+    def __init__(self, spec: DatasetSpec, adapter: InputAdapter):
+        self.adapter = adapter
         self.validator = RowValidator(spec)
-        self.delimiter = spec.csv.delimiter
 
-    def _split(self, line: str) -> list[str]:
-        """The line's fields; [] when its quotes do not balance (an odd count:
-        often one half of a quoted field that holds a line break)."""
-        if '"' not in line:
-            return line.split(self.delimiter)
-        if line.count('"') % 2:
-            return []
-        try:
-            return next(csv.reader([line], delimiter=self.delimiter, strict=True))
-        except (csv.Error, StopIteration):
-            return []
+    def parse(self, batch: Sequence) -> ValidatedBatch:
+        return self.validate_parts(self.adapter.fields(batch))
 
-    def parse(self, records: Sequence[tuple[str, bytes]]) -> ParsedLines:
-        return self._parse_clean_block(records) or self._parse_each_line(records)
-
-    def _parse_clean_block(self, records: Sequence[tuple[str, bytes]]) -> ParsedLines | None:
-        """The batch's plain lines split into columns by Arrow's CSV reader in one
-        call, the others line by line; None when the reader cannot take the batch.
-
-        Plain lines skip the Python work per line, which dominated parsing. A line
-        is plain when it comes from the batch's file, is not blank and holds no
-        quote, no carriage return inside and no byte order mark: splitting it at
-        the delimiter is then all either path does. Lines with another field
-        count are handed back by the reader and go line by line too, so every
-        problem is named the same way. Invalid UTF-8 anywhere makes
-        the reader fail, and the whole batch goes line by line (None).
-        Rows come out plain lines first: row order within a batch is not kept.
-        """
-        if not records:
-            return None
-        source = records[0][0]
-        layout = self.layouts.get(source)
-        # With one field per line, an empty line would read as one empty field.
-        if layout is None or layout.field_count < 2:
-            return None
-        header = layout.header.encode("utf-8") if layout.header is not None else None
-        bom = UTF8_BOM.encode("utf-8")
-        plain: list[bytes] = []
-        others: list[tuple[str, bytes]] = []
-        header_lines = 0
-        for record in records:
-            record_source, raw = record
-            if record_source != source or not isinstance(raw, bytes):
-                others.append(record)
-                continue
-            if raw.endswith(b"\r"):
-                raw = raw.rstrip(b"\r")
-            if raw == header:
-                header_lines += 1
-            elif b'"' in raw or b"\r" in raw or bom in raw or not raw or raw.isspace():
-                others.append(record)
-            else:
-                plain.append(raw)
-        if not plain:
-            return None
-        misfits = 0
-
-        def set_aside(row) -> str:
-            nonlocal misfits
-            misfits += 1
-            return "skip"
-
-        block = b"\n".join(plain)
-        names = [str(i) for i in range(layout.field_count)]
-        try:
-            table = pa_csv.read_csv(
-                pa.py_buffer(block),
-                read_options=pa_csv.ReadOptions(
-                    column_names=names,
-                    block_size=max(len(block) + 1, 1 << 20),
-                    use_threads=False,
-                ),
-                parse_options=pa_csv.ParseOptions(
-                    delimiter=self.delimiter,
-                    quote_char=False,
-                    ignore_empty_lines=False,
-                    invalid_row_handler=set_aside,
-                ),
-                convert_options=pa_csv.ConvertOptions(
-                    column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
-                ),
-            )
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return None
-        if misfits:
-            # Without quotes a line's field count is its delimiter count plus one.
-            delimiter = self.delimiter.encode("utf-8")
-            fits = [line.count(delimiter) + 1 == layout.field_count for line in plain]
-            others.extend((source, line) for line, ok in zip(plain, fits, strict=True) if not ok)
-            plain = [line for line, ok in zip(plain, fits, strict=True) if ok]
-        if table.num_rows != len(plain):
-            return None
-        columns = [table.column(position).combine_chunks() for position in layout.positions]
-        valid, rejected = self.validator.validate_columns(
-            _Repeated(source, len(plain)), _DecodedLines(plain), columns, len(plain)
-        )
-        if others:
-            rest = self._parse_each_line(others)
-            valid = pa.concat_batches([valid, rest.valid])
-            rejected.extend(rest.dead_letters)
-            header_lines += rest.header_lines
-        return ParsedLines(valid=valid, dead_letters=rejected, header_lines=header_lines)
-
-    def _parse_each_line(self, records: Sequence[tuple[str, bytes]]) -> ParsedLines:
+    def validate_parts(self, parts: Sequence[Fields]) -> ValidatedBatch:
+        """The parts validated in order and joined: their valid rows, dead
+        letters and header lines one after the other."""
+        batches: list[pa.RecordBatch] = []
         dead_letters: list[dict] = []
         header_lines = 0
-        # Rows that survive the line-level checks: (source, text, fields in spec order).
-        sources: list[str] = []
-        lines: list[str] = []
-        rows: list[list[str]] = []
-        for source, raw in records:
-            layout = self.layouts.get(source)
-            if isinstance(raw, UnreadableTail):
-                text = raw.partial_line.decode("utf-8", errors="backslashreplace")
-                dead_letters.append(
-                    dead_letter(
-                        source, text, f"file ends early, rows after this are lost: {raw.reason}"
-                    )
-                )
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                text = raw.decode("utf-8", errors="backslashreplace")
-                dead_letters.append(
-                    dead_letter(source, text, f"invalid UTF-8 at byte {error.start}")
-                )
-                continue
-            line = line.rstrip("\r").removeprefix(UTF8_BOM)
-            if layout is None:
-                dead_letters.append(dead_letter(source, line, "file was not listed at start"))
-                continue
-            if layout.header is not None and line == layout.header:
-                header_lines += 1
-                continue
-            if not line or line.isspace():
-                dead_letters.append(dead_letter(source, line, "empty line"))
-                continue
-            fields = self._split(line)
-            if len(fields) != layout.field_count:
-                reason = (
-                    "unbalanced quotes (if quoted fields hold line breaks, set "
-                    "csv.allow_quoted_newlines in the spec)"
-                    if not fields
-                    else f"expected {layout.field_count} fields, got {len(fields)}"
-                )
-                dead_letters.append(dead_letter(source, line, reason))
-                continue
-            sources.append(source)
-            lines.append(line)
-            rows.append(fields if layout.in_spec_order else [fields[p] for p in layout.positions])
-
-        valid, rejected = self.validator.validate(sources, lines, rows)
-        dead_letters.extend(rejected)
-        return ParsedLines(valid=valid, dead_letters=dead_letters, header_lines=header_lines)
+        for part in parts:
+            valid, rejected = self.validator.validate(part)
+            batches.append(valid)
+            dead_letters.extend(rejected)
+            header_lines += part.header_lines
+        valid = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+        return ValidatedBatch(valid, dead_letters, header_lines)
 
 
-class _Repeated(Sequence):
-    """One value `count` times, as a sequence."""
-
-    def __init__(self, value, count: int):
-        self._value, self._count = value, count
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __getitem__(self, index: int):
-        if not -self._count <= index < self._count:
-            raise IndexError(index)
-        return self._value
-
-
-class _DecodedLines(Sequence):
-    """Lines as text, decoded only when asked for (dead letters need a few)."""
-
-    def __init__(self, lines: Sequence[bytes]):
-        self._lines = lines
-
-    def __len__(self) -> int:
-        return len(self._lines)
-
-    def __getitem__(self, index: int) -> str:
-        return self._lines[index].decode("utf-8")
-
-
-class _ParseBatchDoFn(beam.DoFn):
-    """Batch of (source, line) -> valid RecordBatch (main) and dead letters (tagged).
-
-    Also emits ('lines', n) and ('header_lines', n) count records on the 'counts'
-    output, so the manifest can reconcile what was read with where it went, and
-    logs progress lines for the phase "read and validate".
-    """
+class LineParser(InputValidator):
+    """The InputValidator of CSV lines: batches of `(path, line_bytes)` from the
+    files in `layouts` (see transforms.csv_source.CsvLines)."""
 
     def __init__(self, spec: DatasetSpec, layouts: dict[str, CsvLayout]):
+        super().__init__(spec, CsvLines(spec, layouts))
+
+
+class _ValidateBatchDoFn(beam.DoFn):
+    """Batch of raw records -> valid RecordBatch (main), dead letters and counts
+    (tagged); logs progress lines for the phase "read and validate"."""
+
+    def __init__(self, spec: DatasetSpec, adapter: InputAdapter):
         self._spec = spec
-        self._layouts = layouts
-        self._lines = Metrics.counter(METRICS_NAMESPACE, "lines_read")
+        self._adapter = adapter
+        self._read = Metrics.counter(METRICS_NAMESPACE, f"{adapter.kind}_read")
+        self._header_lines = Metrics.counter(METRICS_NAMESPACE, "header_lines")
         self._valid = Metrics.counter(METRICS_NAMESPACE, "rows_valid")
-        self._dead = Metrics.counter(METRICS_NAMESPACE, "rows_dead_letter")
+        self._dead = Metrics.counter(METRICS_NAMESPACE, "dead_letters")
 
     def setup(self):
-        self._parser = LineParser(self._spec, self._layouts)
+        self._validator = InputValidator(self._spec, self._adapter)
         self._progress = PhaseProgress("read and validate")
 
-    def process(self, batch: list[tuple[str, bytes]]) -> Iterable:
-        parsed = self._parser.parse(batch)
+    def process(self, batch: list) -> Iterable:
+        validated = self._validator.parse(batch)
         self._progress.add(len(batch))
-        self._lines.inc(len(batch))
-        self._valid.inc(parsed.valid.num_rows)
-        self._dead.inc(len(parsed.dead_letters))
-        yield beam.pvalue.TaggedOutput("counts", ("lines", len(batch)))
-        yield beam.pvalue.TaggedOutput("counts", ("header_lines", parsed.header_lines))
-        if parsed.valid.num_rows:
-            yield parsed.valid
-        for record in parsed.dead_letters:
+        self._read.inc(len(batch))
+        self._header_lines.inc(validated.header_lines)
+        self._valid.inc(validated.valid.num_rows)
+        self._dead.inc(len(validated.dead_letters))
+        yield beam.pvalue.TaggedOutput(COUNTS_TAG, (self._adapter.kind, len(batch)))
+        yield beam.pvalue.TaggedOutput(COUNTS_TAG, ("header_lines", validated.header_lines))
+        if validated.valid.num_rows:
+            yield validated.valid
+        for record in validated.dead_letters:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, record)
 
 
-class ParseLineBatches(beam.PTransform):
-    """PCollection[list[(source, line_bytes)]] -> valid rows, dead letters and counts.
+class ValidateInput(beam.PTransform):
+    """PCollection[list[raw record]] -> valid rows, dead letters and counts, for
+    any source through its adapter (transforms.records.InputAdapter).
 
     Returns a DoOutputsTuple with:
-      - main: pa.RecordBatch of validated rows (schema `arrow_schema(spec)`);
+      - 'valid' (main): pa.RecordBatch of validated rows (schema `arrow_schema(spec)`);
       - 'dead_letter': dicts {source, line, reason, column};
-      - 'counts': (name, n) records for 'lines' and 'header_lines'.
-    Counters: lines_read, rows_valid, rows_dead_letter. Works in any windowing.
+      - 'counts': (name, n) records: (adapter.kind, records read) and
+        ('header_lines', n), so that a run can reconcile what it read with
+        where it went.
+    Bounded or unbounded, any windowing; outputs keep their input's windows.
+    Counters (namespace 'input'): <adapter.kind>_read (csv_lines_read,
+    bigquery_rows_read, pubsub_messages_read), header_lines, rows_valid,
+    dead_letters.
     """
 
-    def __init__(self, spec: DatasetSpec, layouts: dict[str, CsvLayout]):
+    def __init__(self, spec: DatasetSpec, adapter: InputAdapter):
         super().__init__()
         self._spec = spec
-        self._layouts = layouts
+        self._adapter = adapter
 
-    def expand(self, line_batches):
-        return line_batches | "ParseBatch" >> beam.ParDo(
-            _ParseBatchDoFn(self._spec, self._layouts)
-        ).with_outputs(DEAD_LETTER_TAG, "counts", main="valid")
+    def expand(self, batches):
+        return batches | "Validate" >> beam.ParDo(
+            _ValidateBatchDoFn(self._spec, self._adapter)
+        ).with_outputs(DEAD_LETTER_TAG, COUNTS_TAG, main="valid")
 
 
-class ParseAndValidate(beam.PTransform):
-    """PCollection[(source, line_bytes)], one line per element -> the outputs of
-    ParseLineBatches, after batching up to `batch_size` lines."""
+class FixedSizeBatches(beam.PTransform):
+    """PCollection[record] -> PCollection[list[record]] of `batch_size` records
+    (fewer at a bundle's end).
 
-    def __init__(self, spec: DatasetSpec, layouts: dict[str, CsvLayout], batch_size: int = 4096):
+    A fixed size, not BatchElements' timing-based one: batches are the
+    analyzers' units of partial results, so a rerun that cuts the same batches
+    merges the same partial results. (For BigQuery that is not enough to
+    reproduce a run exactly: it may return the rows in another order.)
+    """
+
+    def __init__(self, batch_size: int):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self._spec = spec
-        self._layouts = layouts
         self._batch_size = batch_size
 
-    def expand(self, lines):
-        return (
-            lines
-            | "BatchLines"
-            # A fixed size, so that a rerun cuts the same batches (see
-            # transforms.bigquery_source).
-            >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-            | "ParseLines" >> ParseLineBatches(self._spec, self._layouts)
+    def expand(self, records):
+        return records | "Batch" >> beam.BatchElements(
+            min_batch_size=self._batch_size, max_batch_size=self._batch_size
         )
 
 
