@@ -183,9 +183,6 @@ def write_manifest(
 ) -> dict:
     """Writes manifest.json, the last file of a run; returns the manifest."""
     wall_seconds = time.time() - started
-    bigquery_inputs = (
-        [{"bigquery": bigquery.name, "query": bigquery.query}] if bigquery is not None else []
-    )
     splits = {
         split: {
             "count": counts[split],
@@ -200,30 +197,10 @@ def write_manifest(
         "run_id": out.run_id,
         "dataset": spec.name,
         "spec_hash": spec.spec_hash,
-        "inputs": [
-            {
-                "path": layout.path,
-                "size_bytes": layout.size_bytes,
-                "has_header": layout.header is not None,
-                "fingerprint": manifest_io.file_fingerprint(layout.path),
-            }
-            for layout in layouts.values()
-        ]
-        or bigquery_inputs,
+        "inputs": _inputs_entry(layouts, bigquery),
         "key_column": spec.key_column,
         "timestamp_column": spec.timestamp_column,
-        "aggregates": [
-            {
-                "name": aggregate.name,
-                "key": list(aggregate.key),
-                "value": aggregate.value,
-                "agg": aggregate.agg.value,
-                "window_seconds": aggregate.window_seconds,
-                "period_seconds": aggregate.period_seconds,
-                "default": aggregate.default,
-            }
-            for aggregate in spec.aggregates
-        ],
+        "aggregates": [_aggregate_entry(aggregate) for aggregate in spec.aggregates],
         "label": spec.label,
         "label_kind": spec.label_kind,
         "counts": counts,
@@ -251,6 +228,32 @@ def write_manifest(
     }
     manifest_io.write_json(out.manifest_path, document)
     return document
+
+
+def _inputs_entry(layouts: dict[str, CsvLayout], bigquery: BigQuerySource | None) -> list:
+    if bigquery is not None:
+        return [{"bigquery": bigquery.name, "query": bigquery.query}]
+    return [
+        {
+            "path": layout.path,
+            "size_bytes": layout.size_bytes,
+            "has_header": layout.header is not None,
+            "fingerprint": manifest_io.file_fingerprint(layout.path),
+        }
+        for layout in layouts.values()
+    ]
+
+
+def _aggregate_entry(aggregate) -> dict:
+    return {
+        "name": aggregate.name,
+        "key": list(aggregate.key),
+        "value": aggregate.value,
+        "agg": aggregate.agg.value,
+        "window_seconds": aggregate.window_seconds,
+        "period_seconds": aggregate.period_seconds,
+        "default": aggregate.default,
+    }
 
 
 def _feature_entry(spec: DatasetSpec, name: str, kind, cardinality, out: RunLayout) -> dict:

@@ -91,17 +91,32 @@ def build_pipeline(
     PCollection of row dicts. `out` is where outputs go, by default straight
     into --output_dir; `run` passes its staging directory.
     """
-    import tensorflow_transform.beam as tft_beam
+    from transforms.analyze import AnalyzeAndTransform
 
-    from transforms.analyze import (
-        PASSTHROUGH_KEY,
-        AnalyzeAndTransform,
-    )
-
-    preprocess = options.view_as(PreprocessOptions)
     out = out or RunLayout(options.view_as(DatasetOptions).output_dir)
-    temp_location = options.view_as(GoogleCloudOptions).temp_location
+    tft_temp_dir = out.temp_dir(options.view_as(GoogleCloudOptions).temp_location)
+    if dry_run_requested(options):
+        # tf.Transform creates its temp dir while the graph is built; a dry run
+        # may have no access to --temp_location, and its graph never runs.
+        tft_temp_dir = tempfile.mkdtemp(prefix="dry_run_tft_")
 
+    parsed = _read_and_validate(p, options, spec, layouts, lines, records)
+    rows = parsed.valid | "JoinAggregates" >> JoinAggregates(
+        spec, FileSystems.join(tft_temp_dir, "aggregate_spill")
+    )
+    splits = rows | "SplitRows" >> SplitByKey(spec)
+    transformed = splits | "AnalyzeAndTransform" >> AnalyzeAndTransform(
+        spec, tft_temp_dir, ANALYZE_SPLIT
+    )
+    _write_statistics(spec, splits, transformed, out)
+    _write_outputs(options, spec, parsed, splits, transformed, out)
+    _write_counts(parsed, splits, out)
+
+
+def _read_and_validate(p, options, spec, layouts, lines, records):
+    """The input, from CSV files or BigQuery (or the test's PCollection), as the
+    outputs of ValidateInput: valid batches, dead letters and counts."""
+    preprocess = options.view_as(PreprocessOptions)
     bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
     if bigquery is not None or records is not None:
         if records is None:
@@ -119,20 +134,12 @@ def build_pipeline(
             )
         else:
             batches = lines | "BatchLines" >> FixedSizeBatches(preprocess.parse_batch_size)
-    parsed = batches | "ValidateRows" >> ValidateInput(spec, adapter)
-    tft_temp_dir = out.temp_dir(temp_location)
-    if dry_run_requested(options):
-        # tf.Transform creates its temp dir while the graph is built; a dry run
-        # may have no access to --temp_location, and its graph never runs.
-        tft_temp_dir = tempfile.mkdtemp(prefix="dry_run_tft_")
-    rows = parsed.valid | "JoinAggregates" >> JoinAggregates(
-        spec, FileSystems.join(tft_temp_dir, "aggregate_spill")
-    )
-    splits = rows | "SplitRows" >> SplitByKey(spec)
-    transformed = splits | "AnalyzeAndTransform" >> AnalyzeAndTransform(
-        spec, tft_temp_dir, ANALYZE_SPLIT
-    )
-    transform_fn = transformed.transform_fn
+    return batches | "ValidateRows" >> ValidateInput(spec, adapter)
+
+
+def _write_statistics(spec, splits, transformed, out: RunLayout) -> None:
+    """Raw statistics of the analyzed split, transformed statistics of each."""
+    from transforms.analyze import PASSTHROUGH_KEY
 
     raw_columns, transformed_columns = spec_statistics_columns(spec)
     _ = (
@@ -149,22 +156,25 @@ def build_pipeline(
             >> _WriteJson(out.transformed_statistics_path(split))
         )
 
+
+def _write_outputs(options, spec, parsed, splits, transformed, out: RunLayout) -> None:
+    """The examples of each split, the transform graph, the dead letters and,
+    with --write_raw_features, the validated raw rows."""
+    import tensorflow_transform.beam as tft_beam
+
+    dataset = options.view_as(DatasetOptions)
     for split, serialized in transformed.examples.items():
         _ = serialized | f"WriteExamples[{split}]" >> WriteTFRecordBatches(
-            out.split_prefix(split),
-            file_name_suffix=EXAMPLES_SUFFIX,
-            num_shards=options.view_as(DatasetOptions).num_shards,
+            out.split_prefix(split), file_name_suffix=EXAMPLES_SUFFIX, num_shards=dataset.num_shards
         )
-    _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out.root)
-
+    _ = transformed.transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out.root)
     _ = (
         parsed.dead_letter
         | "DeadLetterToJson" >> beam.Map(dead_letter_to_json)
         | "WriteDeadLetters"
         >> beam.io.WriteToText(out.dead_letter_prefix, file_name_suffix=DEAD_LETTER_SUFFIX)
     )
-
-    if options.view_as(DatasetOptions).write_raw_features:
+    if dataset.write_raw_features:
         import pyarrow as pa
 
         schema = rows_schema(spec)
@@ -178,6 +188,10 @@ def build_pipeline(
                 )
             )
 
+
+def _write_counts(parsed, splits, out: RunLayout) -> None:
+    """Records read, dead letters and rows per split, in one file that
+    pipeline.finalize reconciles before anything is committed."""
     split_counts = [
         batches
         | f"CountRows[{split}]" >> beam.Map(lambda batch, name=split: (name, batch.num_rows))

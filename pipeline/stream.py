@@ -103,7 +103,6 @@ def build_pipeline(
     stream = options.view_as(StreamOptions)
     out = StreamLayout(dataset.output_dir)
     lateness = duration_seconds(stream.allowed_lateness)
-    file_window = duration_seconds(stream.file_window)
 
     if messages is None:
         messages = p | "ReadMessages" >> beam.io.ReadFromPubSub(
@@ -125,6 +124,23 @@ def build_pipeline(
         spec, stream.transform_dir, stream.transform_batch_size
     )
 
+    _write_files(dataset, stream, out, examples, live["rows"])
+    dead_letters = (
+        (
+            parsed.dead_letter,
+            admission.late | "LateToGlobalWindow" >> beam.WindowInto(window.GlobalWindows()),
+        )
+        | "FlattenDeadLetters" >> beam.Flatten()
+        | "StampArrivalTime" >> beam.Map(stamp_arrival_time)
+    )
+    _write_dead_letters(stream, out, dead_letters)
+    if stream.output_topic:
+        _publish_results(stream, examples, live.get("aggregates"))
+
+
+def _write_files(dataset, stream, out: StreamLayout, examples, rows) -> None:
+    """Examples (and, with --write_raw_features, the rows) in windowed files."""
+    file_window = duration_seconds(stream.file_window)
     _ = (
         examples
         | "ExampleBytes" >> beam.Values()
@@ -140,7 +156,7 @@ def build_pipeline(
     )
     if dataset.write_raw_features:
         _ = (
-            live["rows"]
+            rows
             | "RowsToJson" >> beam.Map(row_to_json)
             | "WriteRawFeatures"
             >> WriteWindowedFiles(
@@ -148,14 +164,9 @@ def build_pipeline(
             )
         )
 
-    dead_letters = (
-        (
-            parsed.dead_letter,
-            admission.late | "LateToGlobalWindow" >> beam.WindowInto(window.GlobalWindows()),
-        )
-        | "FlattenDeadLetters" >> beam.Flatten()
-        | "StampArrivalTime" >> beam.Map(stamp_arrival_time)
-    )
+
+def _write_dead_letters(stream, out: StreamLayout, dead_letters) -> None:
+    """To --dead_letter_topic when given, else to windowed files."""
     if stream.dead_letter_topic:
         _ = (
             dead_letters
@@ -163,38 +174,40 @@ def build_pipeline(
             | "PublishDeadLetters"
             >> beam.io.WriteToPubSub(stream.dead_letter_topic, with_attributes=True)
         )
-    else:
-        _ = (
-            dead_letters
-            | "DeadLetterToJson" >> beam.Map(dead_letter_to_json)
-            | "WriteDeadLetters"
-            >> WriteWindowedFiles(
-                out.dead_letter_dir,
-                "dead_letter",
-                DEAD_LETTER_SUFFIX,
-                fileio.TextSink,
-                file_window,
-                1,
-            )
+        return
+    _ = (
+        dead_letters
+        | "DeadLetterToJson" >> beam.Map(dead_letter_to_json)
+        | "WriteDeadLetters"
+        >> WriteWindowedFiles(
+            out.dead_letter_dir,
+            "dead_letter",
+            DEAD_LETTER_SUFFIX,
+            fileio.TextSink,
+            duration_seconds(stream.file_window),
+            1,
         )
+    )
 
-    if stream.output_topic:
-        results = [
-            examples
-            | "ExampleMessages" >> beam.Map(example_message)
-            | "ExamplesToGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-        ]
-        if "aggregates" in live:
-            results.append(
-                live["aggregates"]
-                | "AggregateMessages" >> beam.Map(aggregate_message)
-                | "AggregatesToGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
-            )
-        _ = (
-            results
-            | "FlattenResults" >> beam.Flatten()
-            | "PublishResults" >> beam.io.WriteToPubSub(stream.output_topic, with_attributes=True)
+
+def _publish_results(stream, examples, aggregates) -> None:
+    """Examples and final aggregate values to --output_topic."""
+    results = [
+        examples
+        | "ExampleMessages" >> beam.Map(example_message)
+        | "ExamplesToGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
+    ]
+    if aggregates is not None:
+        results.append(
+            aggregates
+            | "AggregateMessages" >> beam.Map(aggregate_message)
+            | "AggregatesToGlobalWindow" >> beam.WindowInto(window.GlobalWindows())
         )
+    _ = (
+        results
+        | "FlattenResults" >> beam.Flatten()
+        | "PublishResults" >> beam.io.WriteToPubSub(stream.output_topic, with_attributes=True)
+    )
 
 
 def check_transform_dir(transform_dir: str, spec: DatasetSpec) -> dict:
