@@ -39,12 +39,16 @@ from apache_beam.options.pipeline_options import (
 from pipeline import children, commit, local_determinism, local_shutdown, warm_workers
 from pipeline import manifest as manifest_io
 from pipeline.dataflow import dry_run_requested, write_job_file
-from pipeline.logs import configure_logging
+from pipeline.logs import configure_console, console_stream, run_log, run_log_path
 from pipeline.options import (
+    BATCH_OPTION_CLASSES,
     LOCAL_BATCH_RUNNER,
     DatasetOptions,
     OptionsError,
     PreprocessOptions,
+    console_level,
+    help_requested,
+    help_text,
     pin_local_runner,
     unknown_flags,
     validate_options,
@@ -360,12 +364,15 @@ def _early_workers(options: PipelineOptions) -> contextlib.AbstractContextManage
 def run(argv: Sequence[str] | None = None) -> int:
     """Runs the batch job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    configure_logging()
+    if help_requested(argv):
+        print(help_text("python -m pipeline.preprocess", __doc__, BATCH_OPTION_CLASSES))
+        return EXIT_OK
+    configure_console(console_level(argv))
     if threading.current_thread() is threading.main_thread():
         # `kill -USR1 <pid>` prints every thread's stack: how to see where a run hangs.
-        # The process's real stderr: a replaced sys.stderr may have no file descriptor.
+        # The console, which a run log leaves on the terminal (fd 2 is the log then).
         with contextlib.suppress(AttributeError, ValueError, OSError):
-            faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+            faulthandler.register(signal.SIGUSR1, file=console_stream(), all_threads=True)
     started = time.time()
     try:
         options, spec, layouts = prepare(argv)
@@ -387,7 +394,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     keep_staging = False
     watch = None
     try:
-        with stop_signals_raise() as stop_state:
+        with stop_signals_raise() as stop_state, run_log(run_log_path(root, run_id)):
             watch = children.WorkerWatch(stop_state.worker_lost)
             logging.info(
                 "phase: running the pipeline on %s%s", runner, _local_workers_note(options)

@@ -35,13 +35,17 @@ from apache_beam.transforms import window
 
 from pipeline import manifest as manifest_io
 from pipeline.dataflow import dry_run_requested, write_job_file
-from pipeline.logs import configure_logging
+from pipeline.logs import configure_console, new_run_id, run_log, run_log_path
 from pipeline.options import (
     LOCAL_STREAMING_RUNNER,
+    STREAM_OPTION_CLASSES,
     DatasetOptions,
     OptionsError,
     StreamOptions,
+    console_level,
     duration_seconds,
+    help_requested,
+    help_text,
     pin_local_runner,
     unknown_flags,
     validate_stream_options,
@@ -300,7 +304,10 @@ def wait_until_stopped(result) -> int:
 def run(argv: Sequence[str] | None = None) -> int:
     """Runs the streaming job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    configure_logging()
+    if help_requested(argv):
+        print(help_text("python -m pipeline.stream", __doc__, STREAM_OPTION_CLASSES))
+        return EXIT_OK
+    configure_console(console_level(argv))
     try:
         options, spec, manifest = prepare(argv)
     except (SpecError, OptionsError) as error:
@@ -317,13 +324,14 @@ def run(argv: Sequence[str] | None = None) -> int:
 
         use_short_pulls()
     write_start_record(options, spec, manifest)
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options, spec)
-    result = pipeline.run()
-    if runner != LOCAL_STREAMING_RUNNER:
-        print(f"submitted the streaming job to {runner}; state {result.state}")
-        return EXIT_OK
-    return wait_until_stopped(result)
+    with run_log(run_log_path(options.view_as(DatasetOptions).output_dir, new_run_id())):
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, options, spec)
+        result = pipeline.run()
+        if runner != LOCAL_STREAMING_RUNNER:
+            print(f"submitted the streaming job to {runner}; state {result.state}")
+            return EXIT_OK
+        return wait_until_stopped(result)
 
 
 def main() -> None:

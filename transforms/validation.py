@@ -516,7 +516,7 @@ class _ParseBatchDoFn(beam.DoFn):
 
     def setup(self):
         self._parser = LineParser(self._spec, self._layouts)
-        self._progress = PhaseProgress("read and validate")
+        self._progress = PhaseProgress.shared("read and validate")
 
     def process(self, batch: list[tuple[str, bytes]]) -> Iterable:
         parsed = self._parser.parse(batch)
