@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 
 import apache_beam
@@ -404,9 +405,11 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 def help_text(prog: str, description: str, option_classes: Sequence[type]) -> str:
     """--help of an entry point whose flags are PipelineOptions classes: each
     class's flags under its docstring's first line, then where Beam's flags are
-    documented."""
+    documented. `prog` names it, unless it runs as an installed command
+    (setup.py's console_scripts), whose name it then takes."""
+    command = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     parser = argparse.ArgumentParser(
-        prog=prog,
+        prog=command if command and not command.endswith(".py") and command != "-c" else prog,
         description=description,
         formatter_class=_HelpFormatter,
         epilog=(
