@@ -156,9 +156,6 @@ class ProgressBoard:
         rate_text = f" ({rate:,.0f} rows/s)" if rate else ""
         return f"progress: {'; '.join(parts)}{rate_text}, {elapsed_seconds:,.0f} s elapsed"
 
-    def __bool__(self) -> bool:
-        return bool(self._phases)
-
 
 class ConsoleHandler(logging.Handler):
     """The console's handler; see the module docstring for what it shows.
@@ -256,7 +253,10 @@ class ConsoleHandler(logging.Handler):
 
     def _draw(self, line: str) -> None:
         # A line longer than the terminal wraps, and \r then redraws only its tail.
-        width = shutil.get_terminal_size((100, 24)).columns - 1
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns - 1
+        except (AttributeError, ValueError, OSError):
+            width = shutil.get_terminal_size((100, 24)).columns - 1
         self._drawn = line[:width]
         self._put("\r" + self._drawn + "\x1b[K")
 
