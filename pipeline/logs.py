@@ -38,7 +38,8 @@ How the chatter is kept out:
     console (sys.stderr) at a duplicate of the original descriptor: no Beam or
     TensorFlow internals are touched, and the workers inherit the log file.
     That redirection is skipped when sys.stderr is not the process's own (a
-    test capturing it, say).
+    test capturing it, say), and with --log_level INFO or DEBUG, which ask for
+    all of it on the console.
   - TF_CPP_MIN_LOG_LEVEL is still set to 2 unless the user set it, before
     TensorFlow is imported anywhere: it silences what TensorFlow still filters.
   - Beam's note for every DoFn type hint written as a string (all of ours,
@@ -412,8 +413,9 @@ def _prune(directory: str, keep: int) -> None:
 @contextlib.contextmanager
 def run_log(path: str) -> Iterator[str]:
     """Writes the run's log to `path` while the block runs: every record at INFO
-    and above (DEBUG too with --log_level DEBUG), and what is written to stderr
-    below Python (TensorFlow's C++ messages, the worker processes). Says the
+    and above (DEBUG too with --log_level DEBUG), and, unless the console shows
+    INFO, what is written to stderr below Python (TensorFlow's C++ messages,
+    the worker processes). Says the
     path on the console first. An exception leaving the block is recorded in
     the file with its traceback, so the console can name the file instead of
     printing it. Keeps the newest KEEP_LOGS logs of the directory."""
@@ -430,8 +432,11 @@ def run_log(path: str) -> Iterator[str]:
     root.addHandler(handler)
     note(f"log: {path}")
     console.log_path = path
+    # With --log_level INFO or DEBUG the person asked for the chatter: stderr
+    # then stays the console, TensorFlow's C++ lines and the workers' included.
+    redirect = _stderr_into(handler.stream) if console.console_level > logging.INFO else None
     try:
-        with _stderr_into(handler.stream):
+        with redirect or contextlib.nullcontext():
             yield path
     except BaseException as error:
         record = logging.getLogger("pipeline").makeRecord(

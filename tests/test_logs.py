@@ -333,3 +333,34 @@ def test_a_failed_run_says_why_in_one_line_and_keeps_its_log(tmp_path):
     assert len(result.stderr.splitlines()) < 12, result.stderr
     (log,) = pathlib.Path(output_dir, "_logs").iterdir()
     assert "the run ended with an exception" in log.read_text()
+
+
+REDIRECT_SCRIPT = """
+import os, subprocess, sys
+from pipeline import logs
+logs.configure_console(sys.argv[2])
+with logs.run_log(sys.argv[1]):
+    os.write(2, b"written to fd 2\\n")
+    subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('from a child\\\\n')"])
+    print("error: one line for the person", file=sys.stderr)
+print("error: after the run", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("level", ["WARNING", "INFO"])
+def test_what_is_written_to_fd_2_during_a_run_goes_to_its_log(tmp_path, level):
+    path = tmp_path / "run.log"
+    result = subprocess.run(
+        [sys.executable, "-c", REDIRECT_SCRIPT, str(path), level],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    below_python = ["written to fd 2", "from a child"]
+    console = result.stderr.splitlines()
+    people = [f"log: {path}", "error: one line for the person", "error: after the run"]
+    if level == "WARNING":
+        assert console == people
+        assert all(line in path.read_text().splitlines() for line in below_python)
+    else:
+        # --log_level INFO asks for everything on the console.
+        assert console == [people[0], *below_python, *people[1:]]
