@@ -255,10 +255,11 @@ class ConsoleHandler(logging.Handler):
     def _draw(self, line: str) -> None:
         # A line longer than the terminal wraps, and \r then redraws only its tail.
         try:
-            width = os.get_terminal_size(self.stream.fileno()).columns - 1
+            columns = os.get_terminal_size(self.stream.fileno()).columns
         except (AttributeError, ValueError, OSError):
-            width = shutil.get_terminal_size((100, 24)).columns - 1
-        self._drawn = line[:width]
+            columns = shutil.get_terminal_size((100, 24)).columns
+        # A pseudo-terminal may report no size at all.
+        self._drawn = line[: columns - 1] if columns > 20 else line
         self._put("\r" + self._drawn + "\x1b[K")
 
     def _write_above_progress(self, text: str) -> None:
