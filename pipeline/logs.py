@@ -416,10 +416,10 @@ def run_log(path: str) -> Iterator[str]:
     """Writes the run's log to `path` while the block runs: every record at INFO
     and above (DEBUG too with --log_level DEBUG), and, unless the console shows
     INFO, what is written to stderr below Python (TensorFlow's C++ messages,
-    the worker processes). Says the
-    path on the console first. An exception leaving the block is recorded in
-    the file with its traceback, so the console can name the file instead of
-    printing it. Keeps the newest KEEP_LOGS logs of the directory."""
+    the worker processes). Says the path on the console first. An exception
+    leaving the block is recorded in the file with its traceback, so that the
+    console can name the file instead of printing it. Keeps the newest
+    KEEP_LOGS logs of the directory. Call configure_console first."""
     global _ended_with
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
