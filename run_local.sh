@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One command on a fresh clone: set up .venv, generate sample data if missing,
 # run the batch pipeline on the local runner, print a summary.
+# The console shows the run's phases, a progress line, the summary and the
+# report's path; everything else is in the log file it names (OUTPUT/_logs/).
+# Add --log_level INFO to see TensorFlow's and Beam's messages too.
 #   ./run_local.sh [extra pipeline.preprocess flags]
 #   ./run_local.sh train [extra pipeline.preprocess flags]   # then train and predict
 # Environment: ROWS (default 50000), DATA (default data/taxi.csv), OUTPUT (default
@@ -33,7 +36,20 @@ python -m pipeline.preprocess \
 [ "$mode" = train ] || exit 0
 
 MODEL_DIR="${MODEL_DIR:-out/model}"
-python -m trainer.task --data_dir "$OUTPUT" --model_dir "$MODEL_DIR" \
+mkdir -p "$MODEL_DIR"
+LOG="$MODEL_DIR/train.log"
+: > "$LOG"
+# Runs a step with its stderr (TensorFlow's and Keras' messages) in $LOG, and
+# shows the end of it if the step fails.
+quietly() {
+  if ! "$@" 2>> "$LOG"; then
+    echo "error: $* failed; the end of $LOG:" >&2
+    tail -n 20 "$LOG" >&2
+    exit 1
+  fi
+}
+echo "training ${TRAIN_STEPS:-2000} steps (log: $LOG)"
+quietly python -m trainer.task --data_dir "$OUTPUT" --model_dir "$MODEL_DIR" \
   --train_steps "${TRAIN_STEPS:-2000}" > /dev/null
 python - "$MODEL_DIR/metrics.json" <<'PY'
 import json, sys
@@ -42,6 +58,7 @@ name = "rmse" if "eval_rmse" in metrics else "auc"
 print(f"eval {name} {metrics['eval_' + name]:.3f} vs constant baseline "
       f"{metrics['baseline_' + name]:.3f} after {metrics['global_step']} steps")
 PY
-python -m trainer.instances --data_dir "$OUTPUT" --limit 5 > "$MODEL_DIR/instances.jsonl"
+quietly python -m trainer.instances --data_dir "$OUTPUT" --limit 5 > "$MODEL_DIR/instances.jsonl"
 echo "predictions for 5 eval rows (raw JSON in $MODEL_DIR/instances.jsonl):"
-python -m trainer.predict --model_dir "$MODEL_DIR" --json_instances "$MODEL_DIR/instances.jsonl"
+quietly python -m trainer.predict --model_dir "$MODEL_DIR" \
+  --json_instances "$MODEL_DIR/instances.jsonl"

@@ -31,6 +31,23 @@ setuptools.setup(
         # The trainer's summaries; TensorFlow no longer installs it.
         "tensorboard",
     ],
+    # The command-line tools, installed with the package; each is also
+    # `python -m <module>`.
+    entry_points={
+        "console_scripts": [
+            "beam-tft-preprocess = pipeline.preprocess:main",
+            "beam-tft-stream = pipeline.stream:main",
+            "beam-tft-report = pipeline.report:main",
+            "beam-tft-verify-skew = pipeline.verify_skew:main",
+            "beam-tft-compare-runs = pipeline.compare_runs:main",
+            "beam-tft-sample-data = pipeline.sample_data:main",
+            "beam-tft-replay = pipeline.replay:main",
+            "beam-tft-check-spec = schemas.spec:main",
+            "beam-tft-train = trainer.task:main",
+            "beam-tft-instances = trainer.instances:main",
+            "beam-tft-predict = trainer.predict:main",
+        ]
+    },
     # matplotlib draws the benchmark plot (benchmarks/run.py).
     extras_require={"dev": ["pytest", "ruff", "matplotlib", "hypothesis"]},
 )

@@ -27,8 +27,12 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import manifest as manifest_io
+from pipeline.logs import LOGS_DIR
 
 STAGING_DIR = "_staging"
+# Like the staging area, the runs' log files (pipeline/logs.py) are not an
+# output: a commit leaves them, and a failed run's log stays for reading.
+_NOT_OUTPUTS = frozenset({STAGING_DIR, LOGS_DIR})
 
 
 class OutputState(enum.Enum):
@@ -52,14 +56,10 @@ def _is_local(path: str) -> bool:
 
 
 def _committed_files(root: str) -> list[str]:
-    """Every file under `root` outside the staging area."""
+    """Every file under `root` outside the staging area and the logs."""
     prefix = root.rstrip("/") + "/"
-    staging_prefix = prefix + STAGING_DIR + "/"
-    return [
-        path
-        for path in manifest_io.list_files(prefix + "**")
-        if not path.startswith(staging_prefix)
-    ]
+    excluded = tuple(prefix + name + "/" for name in _NOT_OUTPUTS)
+    return [path for path in manifest_io.list_files(prefix + "**") if not path.startswith(excluded)]
 
 
 def output_state(root: str) -> OutputState:
@@ -67,7 +67,7 @@ def output_state(root: str) -> OutputState:
         return OutputState.COMPLETE
     if _is_local(root):
         entries = os.listdir(root) if os.path.isdir(root) else []
-        return OutputState.INCOMPLETE if set(entries) - {STAGING_DIR} else OutputState.ABSENT
+        return OutputState.INCOMPLETE if set(entries) - _NOT_OUTPUTS else OutputState.ABSENT
     return OutputState.INCOMPLETE if _committed_files(root) else OutputState.ABSENT
 
 
@@ -100,11 +100,12 @@ def _remove(paths: list[str]) -> None:
 
 
 def commit(staging: str, root: str) -> None:
-    """Replaces whatever `root` holds (outside the staging area) by the entries of
-    `staging`. The old manifest goes first, so no moment looks complete."""
+    """Replaces whatever `root` holds (outside the staging area and the logs) by
+    the entries of `staging`. The old manifest goes first, so no moment looks
+    complete."""
     _remove([manifest_io.join(root, manifest_io.MANIFEST_NAME)])
     if _is_local(root):
-        _remove([os.path.join(root, e) for e in os.listdir(root) if e != STAGING_DIR])
+        _remove([os.path.join(root, e) for e in os.listdir(root) if e not in _NOT_OUTPUTS])
         for entry in sorted(os.listdir(staging)):
             os.replace(os.path.join(staging, entry), os.path.join(root, entry))
         return

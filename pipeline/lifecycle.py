@@ -119,12 +119,13 @@ def stop_in_chain(error: BaseException) -> BaseException | None:
     return None
 
 
-def register_stack_dump() -> None:
-    """`kill -USR1 <pid>` prints every thread's stack (main thread only)."""
+def register_stack_dump(console=None) -> None:
+    """`kill -USR1 <pid>` prints every thread's stack to `console` (default: the
+    process's real stderr; a replaced sys.stderr may have no file descriptor).
+    Main thread only."""
     if threading.current_thread() is threading.main_thread():
-        # The process's real stderr: a replaced sys.stderr may have no file descriptor.
         with contextlib.suppress(AttributeError, ValueError, OSError):
-            faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+            faulthandler.register(signal.SIGUSR1, file=console or sys.__stderr__, all_threads=True)
 
 
 def stop_worker_processes() -> None:

@@ -6,9 +6,12 @@ redefined here; code reads them with `options.view_as(...)`.
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from collections.abc import Sequence
 
+import apache_beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline.dataflow import dry_run_problems
@@ -22,6 +25,11 @@ MAX_LOCAL_WORKERS = 4
 # The streaming-capable engine of the Python DirectRunner (TestStream, Pub/Sub,
 # watermarks and triggers); FnApiRunner runs bounded pipelines only.
 LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"
+
+
+# What --log_level accepts, quietest last; the console's default.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_LOG_LEVEL = "WARNING"
 
 
 class OptionsError(ValueError):
@@ -160,6 +168,7 @@ def validate_options(options: PipelineOptions) -> list[str]:
         problems.append(f"--parse_batch_size must be >= 1, got {preprocess.parse_batch_size}")
     if options.view_as(StandardOptions).streaming:
         problems.append("pipeline.preprocess is the batch job; --streaming is not supported here")
+    problems += log_level_problems(options)
     return problems + dry_run_problems(options) + job_server_problems(options)
 
 
@@ -337,4 +346,99 @@ def validate_stream_options(options: PipelineOptions) -> list[str]:
         problems.append(f"--num_shards must be >= 0, got {dataset.num_shards}")
     if stream.transform_batch_size < 1:
         problems.append(f"--transform_batch_size must be >= 1, got {stream.transform_batch_size}")
+    problems += log_level_problems(options)
     return problems + dry_run_problems(options)
+
+
+class LoggingOptions(PipelineOptions):
+    """What the console shows; shared by every entry point (see pipeline/logs.py)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        # Checked in the validators, not with argparse's choices=, so that a bad
+        # value is one error line and exit code 2 like every other flag problem.
+        parser.add_argument(
+            "--log_level",
+            type=str,
+            default=DEFAULT_LOG_LEVEL,
+            help="Log records the console shows besides the run's phase, progress and summary "
+            f"lines: one of {', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL}). INFO or "
+            "DEBUG brings TensorFlow's and Beam's messages back to the console; the run's log "
+            "file (OUTPUT/_logs/) always gets INFO and above.",
+        )
+
+
+def log_level_name(value: str | None) -> str | None:
+    """The level name --log_level `value` stands for (any case), or None."""
+    name = str(value or "").strip().upper()
+    return name if name in LOG_LEVELS else None
+
+
+def log_level_problems(options: PipelineOptions) -> list[str]:
+    value = options.view_as(LoggingOptions).log_level
+    if log_level_name(value):
+        return []
+    return [f"--log_level must be one of {', '.join(LOG_LEVELS)}, got {value!r}"]
+
+
+def console_level(argv: Sequence[str]) -> str:
+    """The --log_level of `argv`, read before the rest is checked, so that the
+    console is set up first; the default when it is missing or invalid (the
+    validators then report an invalid one)."""
+    value = None
+    for index, arg in enumerate(argv):
+        if arg == "--log_level" and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif arg.startswith("--log_level="):
+            value = arg.split("=", 1)[1]
+    return log_level_name(value) or DEFAULT_LOG_LEVEL
+
+
+# --- --help ----------------------------------------------------------------------
+
+# Beam's own flags are parsed by Beam, and `python -m apache_beam.options.pipeline_options`
+# prints nothing; its reference lists them, for the installed version.
+BEAM_OPTIONS_URL = (
+    "https://beam.apache.org/releases/pydoc/{version}/apache_beam.options.pipeline_options.html"
+)
+BATCH_OPTION_CLASSES = (DatasetOptions, PreprocessOptions, LoggingOptions)
+STREAM_OPTION_CLASSES = (DatasetOptions, StreamOptions, LoggingOptions)
+
+
+def help_requested(argv: Sequence[str]) -> bool:
+    return any(arg in ("-h", "--help") for arg in argv)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's and epilog's line breaks, and names each flag's
+    default unless its help already does or there is none to name."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def help_text(prog: str, description: str, option_classes: Sequence[type]) -> str:
+    """--help of an entry point whose flags are PipelineOptions classes: each
+    class's flags under its docstring's first line, then where Beam's flags are
+    documented. `prog` names it, unless it runs as an installed command
+    (setup.py's console_scripts), whose name it then takes."""
+    command = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    parser = argparse.ArgumentParser(
+        prog=command if command and not command.endswith(".py") and command != "-c" else prog,
+        description=description,
+        formatter_class=_HelpFormatter,
+        epilog=(
+            "Beam's own flags (--runner, --temp_location, --project, --region,\n"
+            "--direct_num_workers, ...) are accepted too; Beam's pipeline options\n"
+            "reference lists them:\n  "
+            + BEAM_OPTIONS_URL.format(version=apache_beam.__version__)
+            + "\nA flag that neither this command nor Beam defines is an error."
+        ),
+    )
+    for option_class in option_classes:
+        title = (option_class.__doc__ or option_class.__name__).strip().split("\n")[0]
+        option_class._add_argparse_args(parser.add_argument_group(title.rstrip(".")))
+    return parser.format_help()

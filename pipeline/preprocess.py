@@ -44,13 +44,17 @@ from pipeline.layout import (
     raw_statistics_relpath,
 )
 from pipeline.lifecycle import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, StopState
-from pipeline.logs import configure_logging
+from pipeline.logs import configure_console, console_stream, run_log, run_log_path
 from pipeline.options import (
+    BATCH_OPTION_CLASSES,
     LOCAL_BATCH_RUNNER,
     DatasetOptions,
     OptionsError,
     PreprocessOptions,
     WorkaroundOptions,
+    console_level,
+    help_requested,
+    help_text,
     pin_local_runner,
     unknown_flags,
     validate_options,
@@ -289,8 +293,12 @@ def _local_workarounds(options: PipelineOptions):
 def run(argv: Sequence[str] | None = None) -> int:
     """Runs the batch job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    configure_logging()
-    lifecycle.register_stack_dump()
+    if help_requested(argv):
+        print(help_text("python -m pipeline.preprocess", __doc__, BATCH_OPTION_CLASSES))
+        return EXIT_OK
+    configure_console(console_level(argv))
+    # The console, which a run log leaves on the terminal (fd 2 is the log then).
+    lifecycle.register_stack_dump(console_stream())
     started = time.time()
     try:
         options, spec, layouts = prepare(argv)
@@ -309,11 +317,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     temp_location = options.view_as(GoogleCloudOptions).temp_location
 
     def run_and_finalize(stop_state: StopState) -> int:
-        logging.info("phase: running the pipeline on %s%s", runner, _local_workers_note(options))
-        with _local_workarounds(options), beam.Pipeline(options=options) as p:
-            build_pipeline(p, options, spec, layouts, out=staged)
-        stop_state.check()
-        finished = finalize_run(staged, root, options, spec, layouts, runner, started, stop_state)
+        # Before any worker starts: workers inherit the log as their stderr. It
+        # closes before an error line is printed, so that the line reaches the console.
+        with run_log(run_log_path(root, run_id)):
+            logging.info(
+                "phase: running the pipeline on %s%s", runner, _local_workers_note(options)
+            )
+            with _local_workarounds(options), beam.Pipeline(options=options) as p:
+                build_pipeline(p, options, spec, layouts, out=staged)
+            stop_state.check()
+            finished = finalize_run(
+                staged, root, options, spec, layouts, runner, started, stop_state
+            )
         print_summary(finished)
         return EXIT_OK
 

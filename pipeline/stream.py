@@ -43,14 +43,18 @@ from pipeline.layout import (
     StreamLayout,
 )
 from pipeline.lifecycle import EXIT_OK, EXIT_USAGE, StopRequested, StopState
-from pipeline.logs import configure_logging
+from pipeline.logs import configure_console, console_stream, new_run_id, run_log, run_log_path
 from pipeline.options import (
     LOCAL_STREAMING_RUNNER,
+    STREAM_OPTION_CLASSES,
     DatasetOptions,
     OptionsError,
     StreamOptions,
     WorkaroundOptions,
+    console_level,
     duration_seconds,
+    help_requested,
+    help_text,
     pin_local_runner,
     unknown_flags,
     validate_stream_options,
@@ -286,8 +290,11 @@ def wait_until_stopped(result, stop_state: StopState) -> int:
 def run(argv: Sequence[str] | None = None) -> int:
     """Runs the streaming job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    configure_logging()
-    lifecycle.register_stack_dump()
+    if help_requested(argv):
+        print(help_text("python -m pipeline.stream", __doc__, STREAM_OPTION_CLASSES))
+        return EXIT_OK
+    configure_console(console_level(argv))
+    lifecycle.register_stack_dump(console_stream())
     try:
         options, spec, manifest = prepare(argv)
     except (SpecError, OptionsError) as error:
@@ -302,15 +309,16 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     def stream(stop_state: StopState) -> int:
         write_start_record(options, spec, manifest)
-        pipeline = beam.Pipeline(options=options)
-        build_pipeline(pipeline, options, spec)
-        if runner != LOCAL_STREAMING_RUNNER:
-            result = pipeline.run()
-            print(f"submitted the streaming job to {runner}; state {result.state}")
-            return EXIT_OK
-        disabled = options.view_as(WorkaroundOptions).disable_workaround
-        with workarounds.local_streaming_run(disabled):
-            return wait_until_stopped(pipeline.run(), stop_state)
+        with run_log(run_log_path(options.view_as(DatasetOptions).output_dir, new_run_id())):
+            pipeline = beam.Pipeline(options=options)
+            build_pipeline(pipeline, options, spec)
+            if runner != LOCAL_STREAMING_RUNNER:
+                result = pipeline.run()
+                print(f"submitted the streaming job to {runner}; state {result.state}")
+                return EXIT_OK
+            disabled = options.view_as(WorkaroundOptions).disable_workaround
+            with workarounds.local_streaming_run(disabled):
+                return wait_until_stopped(pipeline.run(), stop_state)
 
     return lifecycle.supervise(
         stream, on_abort=lambda keep_outputs: None, aborted="windows still open are not written"

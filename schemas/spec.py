@@ -772,12 +772,15 @@ def load_spec(path: str) -> DatasetSpec:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m schemas.spec SPEC.yaml", file=sys.stderr)
-        return 2
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Validates a dataset spec and prints its columns, features and splits."
+    )
+    parser.add_argument("spec", help="Dataset spec YAML (e.g. schemas/taxi.yaml).")
+    args = parser.parse_args(argv)
     try:
-        spec = load_spec(argv[0])
+        spec = load_spec(args.spec)
     except SpecError as error:
         print(error, file=sys.stderr)
         return 2

@@ -109,7 +109,11 @@ def finish(process: subprocess.Popen, timeout: float) -> tuple[str, bool]:
 def assert_nothing_left(output: str, output_dir: str, workers_outlived_the_run: bool) -> None:
     assert "nothing was committed" in output
     assert not os.path.exists(os.path.join(output_dir, "manifest.json"))
-    assert not os.path.exists(output_dir) or os.listdir(output_dir) == []
+    # Only the run's log file stays (OUTPUT/_logs/, see pipeline/logs.py).
+    left = os.listdir(output_dir) if os.path.exists(output_dir) else []
+    assert left in ([], ["_logs"])
+    if left:
+        assert all(name.endswith(".log") for name in os.listdir(os.path.join(output_dir, "_logs")))
     assert not workers_outlived_the_run
 
 

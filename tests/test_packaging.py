@@ -1,4 +1,5 @@
-"""setup.py ships exactly the project's packages, as Dataflow workers receive them."""
+"""setup.py ships exactly the project's packages, as Dataflow workers receive them, and
+installs the console commands."""
 
 from __future__ import annotations
 
@@ -87,3 +88,45 @@ def test_sdist_installs_into_a_clean_virtualenv_and_imports_there(tmp_path):
         if path.parent != ROOT / package or path.stem != "__init__"
     }
     assert set(imported.split(",")) == expected
+
+    # The console commands: installed, each a function that takes no arguments,
+    # and one of them answers --help (without TensorFlow: it is quick).
+    code = (
+        "import importlib.metadata, inspect\n"
+        "for entry in importlib.metadata.distribution('beam-tft-preprocess').entry_points:\n"
+        "    if entry.group == 'console_scripts':\n"
+        "        main = entry.load()\n"
+        "        required = [p for p in inspect.signature(main).parameters.values()\n"
+        "                    if p.default is inspect.Parameter.empty]\n"
+        "        print(entry.name, entry.value, 'no-arguments' if not required else required)\n"
+    )
+    result = subprocess.run(
+        [python, "-c", code], cwd=tmp_path, check=True, capture_output=True, text=True
+    )
+    commands = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()}
+    assert commands == {name: [target, "no-arguments"] for name, target in CONSOLE_COMMANDS.items()}
+    for name in CONSOLE_COMMANDS:
+        assert os.access(venv / "bin" / name, os.X_OK), name
+    result = subprocess.run(
+        [str(venv / "bin" / "beam-tft-preprocess"), "--help"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: beam-tft-preprocess ")
+    assert "  --spec SPEC " in result.stdout and "  --output_dir OUTPUT_DIR" in result.stdout
+
+
+# What setup.py's console_scripts install, command -> module:function.
+CONSOLE_COMMANDS = {
+    "beam-tft-preprocess": "pipeline.preprocess:main",
+    "beam-tft-stream": "pipeline.stream:main",
+    "beam-tft-report": "pipeline.report:main",
+    "beam-tft-verify-skew": "pipeline.verify_skew:main",
+    "beam-tft-compare-runs": "pipeline.compare_runs:main",
+    "beam-tft-sample-data": "pipeline.sample_data:main",
+    "beam-tft-replay": "pipeline.replay:main",
+    "beam-tft-check-spec": "schemas.spec:main",
+    "beam-tft-train": "trainer.task:main",
+    "beam-tft-instances": "trainer.instances:main",
+    "beam-tft-predict": "trainer.predict:main",
+}

@@ -156,7 +156,7 @@ class _EncodeExamplesDoFn(beam.DoFn):
         from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
 
         self._encoder = RecordBatchToExamplesEncoder()
-        self._progress = PhaseProgress("transform and encode")
+        self._progress = PhaseProgress.shared("transform and encode")
 
     def process(self, batch: pa.RecordBatch) -> Iterable[list[bytes]]:
         if PASSTHROUGH_KEY not in batch.schema.names:

@@ -336,7 +336,7 @@ class _ValidateBatchDoFn(beam.DoFn):
 
     def setup(self):
         self._validator = InputValidator(self._spec, self._adapter)
-        self._progress = PhaseProgress("read and validate")
+        self._progress = PhaseProgress.shared("read and validate")
 
     def process(self, batch: list) -> Iterable:
         validated = self._validator.parse(batch)
