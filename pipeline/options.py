@@ -401,8 +401,8 @@ def console_level(argv: Sequence[str]) -> str:
 BEAM_OPTIONS_URL = (
     "https://beam.apache.org/releases/pydoc/{version}/apache_beam.options.pipeline_options.html"
 )
-BATCH_OPTION_CLASSES = (DatasetOptions, PreprocessOptions, LoggingOptions)
-STREAM_OPTION_CLASSES = (DatasetOptions, StreamOptions, LoggingOptions)
+BATCH_OPTION_CLASSES = (DatasetOptions, PreprocessOptions, LoggingOptions, WorkaroundOptions)
+STREAM_OPTION_CLASSES = (DatasetOptions, StreamOptions, LoggingOptions, WorkaroundOptions)
 
 
 def help_requested(argv: Sequence[str]) -> bool:

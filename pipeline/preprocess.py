@@ -365,7 +365,11 @@ def main() -> None:
     argv = sys.argv[1:]
     code = run(argv)
     # Parsed after the run, whose logging set-up must come first.
-    disabled = PipelineOptions(argv).view_as(WorkaroundOptions).disable_workaround
+    disabled = (
+        []
+        if help_requested(argv)
+        else PipelineOptions(argv).view_as(WorkaroundOptions).disable_workaround
+    )
     exit_now(code, enabled="quick_exit" not in disabled)
 
 
