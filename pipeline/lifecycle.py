@@ -28,7 +28,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from pipeline import children
 
@@ -117,6 +117,22 @@ def stop_in_chain(error: BaseException) -> BaseException | None:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
+
+
+def answered_help_or_started(argv: Sequence[str], command: str, doc: str, option_classes) -> bool:
+    """The start of every command: with --help, prints the command's flags and
+    returns True; otherwise sets up the console (pipeline/logs.py) and the
+    stack dump, and returns False."""
+    from pipeline.logs import configure_console, console_stream
+    from pipeline.options import console_level, help_requested, help_text
+
+    if help_requested(argv):
+        print(help_text(command, doc, option_classes))
+        return True
+    configure_console(console_level(argv))
+    # The console, which a run log leaves on the terminal (fd 2 is the log then).
+    register_stack_dump(console_stream())
+    return False
 
 
 def register_stack_dump(console=None) -> None:

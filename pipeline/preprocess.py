@@ -44,7 +44,7 @@ from pipeline.layout import (
     raw_statistics_relpath,
 )
 from pipeline.lifecycle import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, StopState
-from pipeline.logs import configure_console, console_stream, run_log, run_log_path
+from pipeline.logs import run_log, run_log_path
 from pipeline.options import (
     BATCH_OPTION_CLASSES,
     LOCAL_BATCH_RUNNER,
@@ -52,9 +52,7 @@ from pipeline.options import (
     OptionsError,
     PreprocessOptions,
     WorkaroundOptions,
-    console_level,
     help_requested,
-    help_text,
     pin_local_runner,
     unknown_flags,
     validate_options,
@@ -293,12 +291,10 @@ def _local_workarounds(options: PipelineOptions):
 def run(argv: Sequence[str] | None = None) -> int:
     """Runs the batch job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if help_requested(argv):
-        print(help_text("python -m pipeline.preprocess", __doc__, BATCH_OPTION_CLASSES))
+    if lifecycle.answered_help_or_started(
+        argv, "python -m pipeline.preprocess", __doc__, BATCH_OPTION_CLASSES
+    ):
         return EXIT_OK
-    configure_console(console_level(argv))
-    # The console, which a run log leaves on the terminal (fd 2 is the log then).
-    lifecycle.register_stack_dump(console_stream())
     started = time.time()
     try:
         options, spec, layouts = prepare(argv)

@@ -43,7 +43,7 @@ from pipeline.layout import (
     StreamLayout,
 )
 from pipeline.lifecycle import EXIT_OK, EXIT_USAGE, StopRequested, StopState
-from pipeline.logs import configure_console, console_stream, new_run_id, run_log, run_log_path
+from pipeline.logs import new_run_id, run_log, run_log_path
 from pipeline.options import (
     LOCAL_STREAMING_RUNNER,
     STREAM_OPTION_CLASSES,
@@ -51,10 +51,7 @@ from pipeline.options import (
     OptionsError,
     StreamOptions,
     WorkaroundOptions,
-    console_level,
     duration_seconds,
-    help_requested,
-    help_text,
     pin_local_runner,
     unknown_flags,
     validate_stream_options,
@@ -290,11 +287,10 @@ def wait_until_stopped(result, stop_state: StopState) -> int:
 def run(argv: Sequence[str] | None = None) -> int:
     """Runs the streaming job; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if help_requested(argv):
-        print(help_text("python -m pipeline.stream", __doc__, STREAM_OPTION_CLASSES))
+    if lifecycle.answered_help_or_started(
+        argv, "python -m pipeline.stream", __doc__, STREAM_OPTION_CLASSES
+    ):
         return EXIT_OK
-    configure_console(console_level(argv))
-    lifecycle.register_stack_dump(console_stream())
     try:
         options, spec, manifest = prepare(argv)
     except (SpecError, OptionsError) as error:
