@@ -14,7 +14,7 @@ import pytest
 from pipeline import commit, logs
 from pipeline.logs import ConsoleHandler, run_log, run_log_path
 from pipeline.options import console_level
-from tests.conftest import ROOT, TAXI_SPEC
+from tests.support import ROOT, TAXI_SPEC
 
 
 def record(message: str, level: int = logging.INFO, name: str = "x", exc_info=None):
