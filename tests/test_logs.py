@@ -141,12 +141,17 @@ def test_an_error_with_a_traceback_names_the_log_that_holds_it(tmp_path):
 def quiet_console():
     """configure_console as an entry point calls it, undone afterwards."""
     root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
+    level, handlers, previous = root.level, list(root.handlers), logs._console
     handler = logs.configure_console("WARNING")
     handler._stream = io.StringIO()
     yield handler
+    # An earlier test's run() may have left its console handler, which
+    # configure_console replaced: put the process back as it was.
     root.removeHandler(handler)
-    logs._console = None
+    for earlier in handlers:
+        if earlier not in root.handlers:
+            root.addHandler(earlier)
+    logs._console = previous
     root.setLevel(level)
     assert root.handlers == handlers
 
