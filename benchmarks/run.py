@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             if "ours" in size and other in size:
                 ratio = size["ours"]["median_wall_seconds"] / size[other]["median_wall_seconds"]
                 size[f"ours_over_{other}"] = round(ratio, 3)
-        for variant in size:
+        for variant in list(size):
             if variant.startswith("ours-without-") and "ours" in size:
                 for figure in ("median_wall_seconds", "median_cpu_seconds"):
                     if size["ours"][figure] and size[variant][figure]:
