@@ -15,8 +15,15 @@ stamp="$VENV/.installed"
 want="$(cat "$ROOT/setup.py" "$ROOT/constraints.txt" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing dependencies into $VENV (first run takes a few minutes)" >&2
-  "$VENV/bin/python" -m pip install --quiet "pip==26.3"
-  "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[dev]"
+  # pip's and the build backend's notes go to a log, shown only when the install fails.
+  log="$VENV/install.log"
+  if ! { "$VENV/bin/python" -m pip install --quiet "pip==26.3" &&
+    "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[dev]"; } \
+    >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "error: installing into $VENV failed; the whole log is $log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

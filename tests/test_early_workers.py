@@ -20,6 +20,7 @@ from pipeline import children
 from pipeline.workarounds import early_workers
 from pipeline.workarounds.early_workers import EarlyWorkers
 from pipeline.workarounds.guard import applied
+from tests.support import wait_for
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -59,6 +60,16 @@ def waiting_pids() -> list[int]:
     ]
 
 
+def started_waiting(count: int) -> list[int]:
+    """The waiting processes once all `count` have exec'd: between fork and exec
+    a child's command line is still its parent's, which a busy machine shows."""
+    return wait_for(
+        lambda: len(pids := waiting_pids()) == count and pids,
+        timeout=60,
+        message=lambda: f"{count} waiting processes (found {waiting_pids()})",
+    )
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
@@ -69,7 +80,7 @@ def _cmdline(pid: int) -> bytes:
 
 def test_the_runner_takes_the_waiting_processes_as_its_workers():
     with started(2) as pool:
-        assert len(waiting_pids()) == 2
+        assert len(started_waiting(2)) == 2
         run_squares(2)
     assert pool.claimed == 2
     assert waiting_pids() == []
@@ -87,7 +98,7 @@ def test_other_commands_are_not_handed_a_waiting_process():
     with started(1) as pool:
         assert pool.claim("/bin/true", dict(os.environ)) is None
         assert pool.claimed == 0
-        assert len(waiting_pids()) == 1
+        assert len(started_waiting(1)) == 1
     assert waiting_pids() == []
 
 
@@ -99,7 +110,7 @@ def test_more_workers_than_waiting_processes_start_the_rest_anew():
 
 def test_unclaimed_processes_are_stopped_when_the_block_ends():
     with started(2):
-        pids = waiting_pids()
+        pids = started_waiting(2)
         assert len(pids) == 2
     assert not any(children._alive(pid) and _cmdline(pid) for pid in pids)
 
@@ -108,7 +119,7 @@ def test_a_second_block_at_the_same_time_runs_as_beam_would(caplog):
     with started(1), caplog.at_level(logging.WARNING):
         with applied(EarlyWorkers(1)) as in_force:
             assert not in_force
-            assert len(waiting_pids()) == 1
+            assert len(started_waiting(1)) == 1
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "early_workers is off" in warnings[0], warnings
         assert "already started" in warnings[0]

@@ -11,7 +11,9 @@ correctness or minutes. Each module here works around one of them:
 - short_pubsub_pulls: the DirectRunner pulls Pub/Sub for up to 30 s per
   bundle; this pulls for 2 s, so that a local window closes in seconds.
 - parallel_worker_close: the FnApiRunner closes its worker processes one by
-  one; this closes them together (speed).
+  one and waits for each without a bound; this closes them together and gives
+  up after 30 s, so that a stopped run cannot hang (robustness; its speed gain
+  is within the noise).
 - early_workers: the FnApiRunner starts its workers once the job is built;
   this starts them at once, so their imports overlap (speed).
 - quick_exit: Python unloads TensorFlow's modules at exit; this ends a

@@ -31,8 +31,9 @@ whose Popen does the above; every other name is the real module's. That is a
 private detail of Beam: `EarlyWorkers.missing_internals` checks that
 SubprocessSdkWorker.run still makes that very call, and where it does not the
 workaround turns itself off with one warning and Beam starts its workers as
-usual. No upstream issue. Measured gain: benchmarks/README, "Runner
-workarounds, with and without".
+usual. No upstream issue. Measured gain at 1M rows: 2.5 s of 24.4 s (medians
+of three; the slowest run with it beat the fastest without), benchmarks/README,
+"Runner workarounds, with and without".
 """
 
 from __future__ import annotations

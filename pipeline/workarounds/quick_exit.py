@@ -10,8 +10,8 @@ What this changes: the job's command line and the early worker processes
 are closed, run the atexit handlers, flush, and end with `os._exit`. It relies
 on CPython's private `atexit._run_exitfuncs`; where that is missing, or
 `--disable_workaround quick_exit` is given, the process exits as usual. No
-upstream issue. Measured gain: benchmarks/README, "Runner workarounds, with and
-without".
+upstream issue. Measured gain at 1M rows: 1.2 s of 23.1 s (medians of three,
+ranges apart), benchmarks/README, "Runner workarounds, with and without".
 """
 
 from __future__ import annotations
