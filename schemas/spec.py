@@ -438,6 +438,12 @@ class Anomalies(_Strict):
     out_of_range_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
 
 
+class LabelKind(enum.StrEnum):
+    REGRESSION = "regression"
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+
+
 class DatasetSpec(_Strict):
     name: Name
     description: str = ""
@@ -451,6 +457,12 @@ class DatasetSpec(_Strict):
     # Texts that mean missing in every column, besides the empty field.
     null_tokens: list[str] = Field(default_factory=list)
     label: Name
+    # What the label is (LabelKind); None: inferred from the label column (see
+    # `label_kind`). Read from the spec's `label_kind` key: the resolved value
+    # is the property of that name.
+    declared_label_kind: LabelKind | None = Field(default=None, alias="label_kind")
+    # Binary labels given as strings (or ints other than 0/1): the class that is 1.
+    positive_class: str | int | None = None
     split: Split = Field(default_factory=Split)
     aggregates: list[Aggregate] = Field(default_factory=list)
     derived: list[Derived] = Field(default_factory=list)
@@ -470,6 +482,15 @@ class DatasetSpec(_Strict):
 
     # Filled in by load_spec: hash of the file's canonical content, for the manifest.
     spec_hash: str = ""
+
+    @pydantic.field_validator("positive_class", mode="before")
+    @classmethod
+    def _positive_class_is_not_a_boolean(cls, value: Any) -> Any:
+        # YAML reads an unquoted yes/no/true/false as a boolean, which would
+        # silently become the int 1 or 0.
+        if isinstance(value, bool):
+            raise ValueError(f'{value} is a YAML boolean: quote the class, e.g. "yes"')
+        return value
 
     def column(self, name: str) -> Column:
         return self._columns_by_name()[name]
@@ -505,10 +526,30 @@ class DatasetSpec(_Strict):
 
     @property
     def label_kind(self) -> str:
-        """'binary' for an int label allowed only 0 and 1, else 'regression'."""
+        """'regression', 'binary' or 'multiclass': the declared label_kind, else
+        inferred from the label column: float -> regression; int allowed only
+        0 and 1 -> binary; other int -> regression; string with a positive_class
+        -> binary; other string -> multiclass."""
+        if self.declared_label_kind is not None:
+            return self.declared_label_kind.value
         label = self.column(self.label)
-        binary = label.type is ColumnType.INT and label.allowed is not None
-        return "binary" if binary and set(label.allowed) <= {0, 1} else "regression"
+        if label.type is ColumnType.STRING:
+            return "binary" if self.positive_class is not None else "multiclass"
+        if label.type is ColumnType.INT and self.positive_class is None:
+            zero_one = label.allowed is not None and set(label.allowed) <= {0, 1}
+            return "binary" if zero_one else "regression"
+        if label.type is ColumnType.INT:
+            return "binary"
+        return "regression"
+
+    @property
+    def label_has_classes(self) -> bool:
+        """Whether the label's classes come from a vocabulary over train (a
+        multiclass label, or a binary one named by its positive_class), rather
+        than being the label's own number (regression, binary 0/1)."""
+        return self.label_kind == "multiclass" or (
+            self.label_kind == "binary" and self.positive_class is not None
+        )
 
     @property
     def split_names(self) -> list[str]:
@@ -597,7 +638,9 @@ def _check_references(spec: DatasetSpec) -> list[str]:
         if spec.key_column is not None
         else None
     )
-    label = must_be_column("label", spec.label, _NUMERIC)
+    label = must_be_column("label", spec.label, {Kind.FLOAT, Kind.INT, Kind.STRING})
+    if label is not None:
+        problems.extend(_label_problems(spec, label))
     for field, column in (("timestamp_column", timestamp), ("key_column", key), ("label", label)):
         if column is not None and not column.required:
             problems.append(f"{field}: column '{column.name}' must be required")
@@ -735,6 +778,39 @@ def _check_references(spec: DatasetSpec) -> list[str]:
     return problems
 
 
+def _label_problems(spec: DatasetSpec, label: Column) -> list[str]:
+    """label_kind and positive_class against the label column's type and values."""
+    kind, positive = spec.label_kind, spec.positive_class
+    where = f"label_kind: {kind} label '{label.name}' ({label.type.value})"
+    if kind == "regression" and label.type not in (ColumnType.FLOAT, ColumnType.INT):
+        return [f"{where}: a regression label must be float or int"]
+    if kind == "multiclass" and label.type not in (ColumnType.STRING, ColumnType.INT):
+        return [f"{where}: a multiclass label must be string or int"]
+    if kind != "binary":
+        if positive is not None:
+            return [f"positive_class: applies only to binary labels, the label is {kind}"]
+        return []
+    if label.type is ColumnType.FLOAT:
+        return [f"{where}: a binary label must be int 0/1, or string or int with positive_class"]
+    if positive is None:
+        if label.type is ColumnType.STRING:
+            return ["positive_class: a binary string label needs the class that is 1"]
+        if label.allowed is None or not set(label.allowed) <= {0, 1}:
+            return [f"{where}: an int binary label needs allowed: [0, 1], or a positive_class"]
+        return []
+    problems = _kind_value_problems(label.kind, positive)
+    if problems:
+        return [f"positive_class: {p} (the label column is {label.type.value})" for p in problems]
+    if label.allowed is not None:
+        if positive not in label.allowed:
+            problems.append(f"positive_class: {positive!r} is not in the label's allowed values")
+        if len(set(label.allowed)) != 2:
+            problems.append(
+                f"{where}: a binary label takes two values, allowed lists {len(label.allowed)}"
+            )
+    return problems
+
+
 def _null_token_problems(tokens: list[str]) -> list[str]:
     problems = []
     for token in tokens:
@@ -826,7 +902,7 @@ def _canonical_content(spec: DatasetSpec) -> dict:
     are left out while they hold their default, so that such a spec keeps its
     hash (a streaming job compares it with the batch run's)."""
     content = spec.model_dump(mode="json")
-    for absent_by_default in ("null_tokens",):
+    for absent_by_default in ("null_tokens", "declared_label_kind", "positive_class"):
         if not content[absent_by_default]:
             del content[absent_by_default]
     for column in content["columns"]:
