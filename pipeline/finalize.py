@@ -54,6 +54,8 @@ def finalize_run(
     remove_scratch(staged, options.view_as(GoogleCloudOptions).temp_location)
     check_bad_fraction(counts, preprocess.max_bad_fraction, staged)
     write_raw_metadata(staged, spec)
+    label_classes = run_label_classes(staged, spec)
+    manifest_io.write_json(staged.spec_path, spec_document(spec))
     stop_state.check()
     anomalies = find_run_anomalies(staged, spec, preprocess.baseline_output_dir)
     if anomalies and preprocess.fail_on_anomalies:
@@ -74,6 +76,7 @@ def finalize_run(
         started,
         BigQuerySource.from_flags(preprocess.input, preprocess.query),
         anomalies,
+        label_classes,
     )
     commit.clear_staging_area(root)
     return FinishedRun(manifest, write_report(root))
@@ -93,6 +96,8 @@ def reconcile_counts(raw_counts: dict, split_names: Sequence[str]) -> dict:
     for split in split_names:
         counts[split] = raw_counts.get(split, 0)
     counts["valid"] = sum(counts[split] for split in split_names)
+    # Among the dead letters: rows whose label class train never saw.
+    counts["unseen_label_classes"] = raw_counts.get("unseen_label_classes", 0)
     if counts["read"] != counts["dead_letter"] + counts["valid"]:
         raise RunFailed(
             f"counts do not reconcile: read {counts['read']} != dead_letter "
@@ -130,6 +135,23 @@ def write_raw_metadata(out: RunLayout, spec: DatasetSpec) -> None:
         dataset_metadata.DatasetMetadata.from_feature_spec(raw_feature_spec(spec)),
         out.raw_metadata_dir,
     )
+
+
+def run_label_classes(out: RunLayout, spec: DatasetSpec) -> list[str] | None:
+    """The label's class names in id order (transforms.preprocessing.label_classes);
+    a binary label whose train classes are not two fails the run."""
+    from transforms.preprocessing import LabelClassesError, label_classes, read_label_vocabulary
+
+    try:
+        return label_classes(spec, read_label_vocabulary(spec, out.root))
+    except LabelClassesError as error:
+        raise RunFailed(f"{error}; nothing was committed", keep_outputs=True) from None
+
+
+def spec_document(spec: DatasetSpec) -> dict:
+    """The spec as a document that schemas.spec.parse_spec reads back: the trainer
+    and the serving model validate raw instances with it as the batch job did."""
+    return spec.model_dump(mode="json", by_alias=True, exclude={"spec_hash"})
 
 
 def find_run_anomalies(out: RunLayout, spec: DatasetSpec, baseline_dir: str | None) -> list:
@@ -180,6 +202,7 @@ def write_manifest(
     started: float,
     bigquery: BigQuerySource | None = None,
     anomalies: list | None = None,
+    label_classes: list[str] | None = None,
 ) -> dict:
     """Writes manifest.json, the last file of a run; returns the manifest."""
     wall_seconds = time.time() - started
@@ -203,6 +226,8 @@ def write_manifest(
         "aggregates": [_aggregate_entry(aggregate) for aggregate in spec.aggregates],
         "label": spec.label,
         "label_kind": spec.label_kind,
+        "label_classes": label_classes,
+        "unseen_label_classes": counts.get("unseen_label_classes", 0),
         "counts": counts,
         "splits": splits,
         "dead_letter_files": manifest_io.list_files(out.dead_letter_pattern),

@@ -110,9 +110,13 @@ def build_pipeline(
     transformed = splits | "AnalyzeAndTransform" >> AnalyzeAndTransform(
         spec, tft_temp_dir, ANALYZE_SPLIT
     )
+    # Rows whose label class train never saw are dead letters too.
+    dead_letters = (parsed.dead_letter, transformed.dead_letter) | "FlattenDeadLetters" >> (
+        beam.Flatten()
+    )
     _write_statistics(spec, splits, transformed, out)
-    _write_outputs(options, spec, parsed, splits, transformed, out)
-    _write_counts(parsed, splits, out)
+    _write_outputs(options, spec, dead_letters, splits, transformed, out)
+    _write_counts(parsed, dead_letters, transformed, out)
 
 
 def _read_and_validate(p, options, spec, layouts, lines, records):
@@ -159,7 +163,7 @@ def _write_statistics(spec, splits, transformed, out: RunLayout) -> None:
         )
 
 
-def _write_outputs(options, spec, parsed, splits, transformed, out: RunLayout) -> None:
+def _write_outputs(options, spec, dead_letters, splits, transformed, out: RunLayout) -> None:
     """The examples of each split, the transform graph, the dead letters and,
     with --write_raw_features, the validated raw rows."""
     import tensorflow_transform.beam as tft_beam
@@ -171,7 +175,7 @@ def _write_outputs(options, spec, parsed, splits, transformed, out: RunLayout) -
         )
     _ = transformed.transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out.root)
     _ = (
-        parsed.dead_letter
+        dead_letters
         | "DeadLetterToJson" >> beam.Map(dead_letter_to_json)
         | "WriteDeadLetters"
         >> beam.io.WriteToText(out.dead_letter_prefix, file_name_suffix=DEAD_LETTER_SUFFIX)
@@ -191,19 +195,26 @@ def _write_outputs(options, spec, parsed, splits, transformed, out: RunLayout) -
             )
 
 
-def _write_counts(parsed, splits, out: RunLayout) -> None:
-    """Records read, dead letters and rows per split, in one file that
-    pipeline.finalize reconciles before anything is committed."""
+def _write_counts(parsed, dead_letters, transformed, out: RunLayout) -> None:
+    """Records read, dead letters (of which unseen label classes) and rows per
+    split, in one file that pipeline.finalize reconciles before anything is
+    committed. A split's rows are counted after the transform, which may turn
+    some into dead letters."""
+    from transforms.analyze import UNSEEN_LABEL_CLASSES
+
     split_counts = [
         batches
         | f"CountRows[{split}]" >> beam.Map(lambda batch, name=split: (name, batch.num_rows))
-        for split, batches in splits.items()
+        for split, batches in transformed.transformed_batches.items()
     ]
-    dead_letter_counts = parsed.dead_letter | "CountDeadLetters" >> beam.Map(
+    dead_letter_counts = dead_letters | "CountDeadLetters" >> beam.Map(
         lambda _: ("dead_letter", 1)
     )
+    unseen_label_counts = transformed.dead_letter | "CountUnseenLabelClasses" >> beam.Map(
+        lambda _: (UNSEEN_LABEL_CLASSES, 1)
+    )
     _ = (
-        [parsed.counts, dead_letter_counts, *split_counts]
+        [parsed.counts, dead_letter_counts, unseen_label_counts, *split_counts]
         | "FlattenCounts" >> beam.Flatten()
         | "SumCounts" >> beam.CombinePerKey(sum)
         | "CountsToDict" >> beam.combiners.ToDict()

@@ -393,6 +393,12 @@ def _summary_section(manifest: dict, dead_letter_total: int) -> str:
         ),
         ("header lines", _number(counts.get("header_lines")), ""),
     ]
+    unseen = counts.get("unseen_label_classes")
+    if unseen:
+        # Dead letters too: eval/test rows of a label class that train never saw.
+        count_rows.insert(
+            3, ("of which unseen label classes", _number(unseen), _percent(unseen, read or 0))
+        )
     valid = counts.get("valid") or 0
     for split, info in manifest.get("splits", {}).items():
         count = info.get("count", counts.get(split))

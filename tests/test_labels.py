@@ -42,7 +42,11 @@ def problems_of(document: dict) -> list[str]:
         ({"name": "y", "type": "string"}, {"positive_class": "yes"}, "binary"),
         ({"name": "y", "type": "string"}, {}, "multiclass"),
         ({"name": "y", "type": "int"}, {"label_kind": "multiclass"}, "multiclass"),
-        ({"name": "y", "type": "int", "allowed": [0, 1]}, {"label_kind": "regression"}, "regression"),
+        (
+            {"name": "y", "type": "int", "allowed": [0, 1]},
+            {"label_kind": "regression"},
+            "regression",
+        ),
     ],
 )
 def test_label_kind_is_declared_or_inferred_from_the_label_column(label, fields, kind):
@@ -195,3 +199,155 @@ def test_constant_baselines_of_each_label_kind():
     assert multiclass["baseline_accuracy"] == 0.25
     expected = -(np.log(1 / 2) + np.log(1 / 6) + 2 * np.log(1 / 3)) / 4
     assert multiclass["baseline_log_loss"] == pytest.approx(expected)
+
+
+# --- the label in the transform graph ------------------------------------------
+
+
+def transform_splits(spec, splits: dict, tmp_path):
+    """AnalyzeAndTransform over {split: [(id, x, label)]}; asserts nothing, returns
+    the pipeline's (key, label) per split, the dead letters and the run's classes."""
+    import tensorflow_transform.beam as tft_beam
+
+    from transforms.analyze import PASSTHROUGH_KEY, AnalyzeAndTransform
+    from transforms.preprocessing import label_classes, read_label_vocabulary
+    from transforms.validation import rows_schema
+
+    def batch(rows):
+        ids, xs, labels = zip(*rows, strict=True)
+        columns = {"id": ids, "when": [0] * len(rows), "x": xs, spec.label: labels}
+        return pa.RecordBatch.from_pydict(columns, schema=rows_schema(spec))
+
+    def key_and_label(transformed: pa.RecordBatch):
+        keys = transformed.column(PASSTHROUGH_KEY).flatten().to_pylist()
+        labels = transformed.column(spec.label).flatten().to_pylist()
+        return [(key.decode(), label) for key, label in zip(keys, labels, strict=True)]
+
+    out = str(tmp_path / "out")
+    collected = {}
+    with test_pipeline() as p:
+        inputs = {
+            name: p | f"Create[{name}]" >> beam.Create([batch(rows)])
+            for name, rows in splits.items()
+        }
+        result = inputs | AnalyzeAndTransform(spec, str(tmp_path / "tmp"))
+        _ = result.transform_fn | tft_beam.WriteTransformFn(out)
+        for name in splits:
+            collected[name] = result.transformed_batches[name] | f"Rows[{name}]" >> beam.FlatMap(
+                key_and_label
+            )
+        collected["dead_letter"] = result.dead_letter
+        yield collected
+    yield label_classes(spec, read_label_vocabulary(spec, out))
+
+
+def check_transform(spec, splits, tmp_path, expected: dict, classes):
+    steps = transform_splits(spec, splits, tmp_path)
+    collected = next(steps)
+    for name, values in expected.items():
+        assert_that(collected[name], equal_to(values), label=f"Check[{name}]")
+    assert next(steps) == classes
+
+
+def unseen(key: str, split: str, label_class: str) -> dict:
+    return {
+        "source": f"{split} split, record key {key}",
+        "line": "",
+        "reason": f"label: class {label_class!r} was not seen in train (the label's classes "
+        "are those of train)",
+        "column": "label",
+    }
+
+
+TRAIN = [
+    ("t0", 1.0, "A"),
+    ("t1", 2.0, "B"),
+    ("t2", 3.0, "A"),
+    ("t3", 4.0, "C"),
+    ("t4", 5.0, "A"),
+    ("t5", 6.0, "B"),
+]
+
+
+@pytest.mark.slow
+def test_a_multiclass_label_becomes_its_id_in_the_train_vocabulary(tmp_path):
+    spec = parse_spec(
+        label_document(
+            {"name": "label", "type": "string"},
+            split={"percentages": {"train": 80, "eval": 20}},
+        )
+    )
+    eval_rows = [("e0", 1.5, "B"), ("e1", 2.5, "D"), ("e2", 3.5, "C")]
+    # Classes by train frequency: A (3), B (2), C (1).
+    check_transform(
+        spec,
+        {"train": TRAIN, "eval": eval_rows},
+        tmp_path,
+        {
+            "train": [("t0", 0), ("t1", 1), ("t2", 0), ("t3", 2), ("t4", 0), ("t5", 1)],
+            "eval": [("e0", 1), ("e2", 2)],
+            "dead_letter": [unseen("e1", "eval", "D")],
+        },
+        ["A", "B", "C"],
+    )
+
+
+@pytest.mark.slow
+def test_a_binary_string_label_is_one_for_its_positive_class(tmp_path):
+    spec = parse_spec(
+        label_document(
+            {"name": "label", "type": "string"},
+            positive_class="B",
+            split={"percentages": {"train": 80, "eval": 20}},
+        )
+    )
+    train = [(key, x, "B" if label == "B" else "N") for key, x, label in TRAIN]
+    eval_rows = [("e0", 1.5, "B"), ("e1", 2.5, "maybe"), ("e2", 3.5, "N")]
+    check_transform(
+        spec,
+        {"train": train, "eval": eval_rows},
+        tmp_path,
+        {
+            "train": [("t0", 0.0), ("t1", 1.0), ("t2", 0.0), ("t3", 0.0), ("t4", 0.0), ("t5", 1.0)],
+            "eval": [("e0", 1.0), ("e2", 0.0)],
+            "dead_letter": [unseen("e1", "eval", "maybe")],
+        },
+        ["N", "B"],
+    )
+
+
+@pytest.mark.slow
+def test_int_and_zero_one_labels(tmp_path):
+    multiclass = parse_spec(
+        label_document(
+            {"name": "label", "type": "int"},
+            label_kind="multiclass",
+            split={"percentages": {"train": 80, "eval": 20}},
+        )
+    )
+    train = [("t0", 1.0, 7), ("t1", 2.0, 3), ("t2", 3.0, 7)]
+    check_transform(
+        multiclass,
+        {"train": train, "eval": [("e0", 1.0, 3), ("e1", 1.0, 5)]},
+        tmp_path / "multiclass",
+        {
+            "train": [("t0", 0), ("t1", 1), ("t2", 0)],
+            "eval": [("e0", 1)],
+            "dead_letter": [unseen("e1", "eval", "5")],
+        },
+        ["7", "3"],
+    )
+    zero_one = parse_spec(
+        label_document(
+            {"name": "label", "type": "int", "allowed": [0, 1]},
+            split={"percentages": {"train": 80, "eval": 20}},
+        )
+    )
+    # No vocabulary: the label is its own number, and nothing is a dead letter.
+    check_transform(
+        zero_one,
+        {"train": [("t0", 1.0, 1), ("t1", 2.0, 0)], "eval": [("e0", 1.0, 1)]},
+        tmp_path / "zero_one",
+        {"train": [("t0", 1.0), ("t1", 0.0)], "eval": [("e0", 1.0)], "dead_letter": []},
+        ["0", "1"],
+    )
