@@ -207,9 +207,7 @@ def _write_counts(parsed, dead_letters, transformed, out: RunLayout) -> None:
         | f"CountRows[{split}]" >> beam.Map(lambda batch, name=split: (name, batch.num_rows))
         for split, batches in transformed.transformed_batches.items()
     ]
-    dead_letter_counts = dead_letters | "CountDeadLetters" >> beam.Map(
-        lambda _: ("dead_letter", 1)
-    )
+    dead_letter_counts = dead_letters | "CountDeadLetters" >> beam.Map(lambda _: ("dead_letter", 1))
     unseen_label_counts = transformed.dead_letter | "CountUnseenLabelClasses" >> beam.Map(
         lambda _: (UNSEEN_LABEL_CLASSES, 1)
     )
