@@ -28,10 +28,19 @@ BATCH = 1024
 
 
 def serving_spec(spec):
-    """The spec of what a client sends: the raw columns without the label. Its
-    event time is the instance's own column, never a Pub/Sub attribute."""
+    """The spec of what a client sends: the raw columns without the label, and
+    the aggregates as required numeric columns (the client computes them, as
+    the streaming job does). Its event time is the instance's own column, never
+    a Pub/Sub attribute."""
+    from schemas.spec import Column, ColumnType, Kind
+
     columns = [column for column in spec.columns if column.name != spec.label]
-    return spec.model_copy(update={"columns": columns, "timestamp_attribute": None})
+    columns += [
+        Column(name=a.name, type=ColumnType.INT if a.kind is Kind.INT else ColumnType.FLOAT)
+        for a in spec.aggregates
+    ]
+    update = {"columns": columns, "aggregates": [], "timestamp_attribute": None}
+    return spec.model_copy(update=update)
 
 
 class JsonInstances:
