@@ -68,6 +68,7 @@ from transforms.csv_source import (
     ReadCsvLineBatches,
     discover_layouts,
 )
+from transforms.record_keys import FindDuplicateKeys, duplicate_keys_path
 from transforms.split import SplitByKey
 from transforms.statistics import ComputeStatistics, spec_statistics_columns
 from transforms.tfrecords import WriteTFRecordBatches
@@ -88,7 +89,8 @@ def build_pipeline(
     """Wires the whole batch job into `p`.
 
     `lines`, when given, replaces reading the input files: a PCollection of
-    (source path, line bytes) whose sources are keys of `layouts` (tests use
+    (source path, line bytes[, byte offset: needed by a spec without
+    key_column]) whose sources are keys of `layouts` (tests use
     beam.Create here). `records` likewise replaces reading BigQuery: a
     PCollection of row dicts. `out` is where outputs go, by default straight
     into --output_dir; `run` passes its staging directory.
@@ -113,6 +115,13 @@ def build_pipeline(
     _write_statistics(spec, splits, transformed, out)
     _write_outputs(options, spec, parsed, splits, transformed, out)
     _write_counts(parsed, splits, out)
+    if not spec.derives_record_key:
+        # A declared key is checked, not trusted: pipeline.finalize reports duplicates.
+        _ = (
+            parsed.valid
+            | "FindDuplicateKeys" >> FindDuplicateKeys(spec.record_key)
+            | "WriteDuplicateKeys" >> _WriteJson(duplicate_keys_path(out))
+        )
 
 
 def _read_and_validate(p, options, spec, layouts, lines, records):
@@ -146,7 +155,7 @@ def _write_statistics(spec, splits, transformed, out: RunLayout) -> None:
     raw_columns, transformed_columns = spec_statistics_columns(spec)
     _ = (
         splits[ANALYZE_SPLIT]
-        | "RawStatistics" >> ComputeStatistics(raw_columns, row_id_columns=[spec.key_column])
+        | "RawStatistics" >> ComputeStatistics(raw_columns, row_id_columns=[spec.record_key])
         | "WriteRawStatistics" >> _WriteJson(out.raw_statistics_path)
     )
     for split in spec.split_names:

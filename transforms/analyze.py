@@ -67,7 +67,7 @@ def tfxio_arrow_schema(spec: DatasetSpec, with_split: bool = False) -> pa.Schema
     for field in rows_schema(spec):
         value_type = _tfxio_value_type(field.type)
         fields.append(pa.field(field.name, pa.large_list(value_type)))
-    key_type = _tfxio_value_type(rows_schema(spec).field(spec.key_column).type)
+    key_type = _tfxio_value_type(rows_schema(spec).field(spec.record_key).type)
     fields.append(pa.field(PASSTHROUGH_KEY, pa.large_list(key_type)))
     if with_split:
         fields.append(pa.field(SPLIT_COLUMN, pa.large_list(pa.int64())))
@@ -237,7 +237,7 @@ class AnalyzeAndTransform(beam.PTransform):
             for index, (split, batches) in enumerate(splits.items())
         }
         analyze_input = tagged[self._analyze_split] | f"ToTfxio[{self._analyze_split}]" >> (
-            beam.Map(to_tfxio_batch, schema, spec.key_column)
+            beam.Map(to_tfxio_batch, schema, spec.record_key)
         )
         # Every split waits for the analysis in spill files, and all go through one
         # transform stage. The paths are flattened, not the rows (see WriteSpillFiles).
@@ -250,7 +250,7 @@ class AnalyzeAndTransform(beam.PTransform):
             | "FlattenSpills" >> beam.Flatten()
             | "ReadSpills" >> ReadSpillFiles()
             | "Rebatch" >> RebatchRows(self._transform_batch_rows)
-            | "SpilledToTfxio" >> beam.Map(to_tfxio_batch, schema, spec.key_column)
+            | "SpilledToTfxio" >> beam.Map(to_tfxio_batch, schema, spec.record_key)
         )
         passthrough = {PASSTHROUGH_KEY, SPLIT_COLUMN}
         with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys=passthrough):
@@ -268,7 +268,7 @@ class AnalyzeAndTransform(beam.PTransform):
         ).with_outputs(*split_names)
         examples = {
             split: by_split[split]
-            | f"Encode[{split}]" >> beam.ParDo(_EncodeExamplesDoFn(spec.key_column))
+            | f"Encode[{split}]" >> beam.ParDo(_EncodeExamplesDoFn(spec.record_key))
             for split in split_names
         }
         return AnalyzeAndTransformResult(
