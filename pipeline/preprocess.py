@@ -68,7 +68,11 @@ from transforms.csv_source import (
     ReadCsvLineBatches,
     discover_layouts,
 )
-from transforms.record_keys import FindDuplicateKeys, duplicate_keys_path
+from transforms.record_keys import (
+    FindDuplicateKeys,
+    NumberIdenticalRecords,
+    duplicate_keys_path,
+)
 from transforms.split import SplitByKey
 from transforms.statistics import ComputeStatistics, spec_statistics_columns
 from transforms.tfrecords import WriteTFRecordBatches
@@ -104,8 +108,13 @@ def build_pipeline(
         # may have no access to --temp_location, and its graph never runs.
         tft_temp_dir = tempfile.mkdtemp(prefix="dry_run_tft_")
 
-    parsed = _read_and_validate(p, options, spec, layouts, lines, records)
-    rows = parsed.valid | "JoinAggregates" >> JoinAggregates(
+    adapter = _adapter_of(options, spec, layouts, records)
+    parsed = _read_and_validate(p, options, spec, adapter, lines, records)
+    valid = parsed.valid
+    if spec.derives_record_key and isinstance(adapter, BigQueryRows):
+        # A table's rows have no file offset: identical rows share a content hash.
+        valid = valid | "NumberIdenticalRecords" >> NumberIdenticalRecords(spec.record_key)
+    rows = valid | "JoinAggregates" >> JoinAggregates(
         spec, FileSystems.join(tft_temp_dir, "aggregate_spill")
     )
     splits = rows | "SplitRows" >> SplitByKey(spec)
@@ -124,20 +133,18 @@ def build_pipeline(
         )
 
 
-def _read_and_validate(p, options, spec, layouts, lines, records):
+def _read_and_validate(p, options, spec, adapter, lines, records):
     """The input, from CSV files or BigQuery (or the test's PCollection), as the
     outputs of ValidateInput: valid batches, dead letters and counts."""
     preprocess = options.view_as(PreprocessOptions)
-    bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
-    if bigquery is not None or records is not None:
+    if isinstance(adapter, BigQueryRows):
         if records is None:
+            bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
             records = p | "ReadBigQuery" >> bigquery.read_transform()
-        adapter = BigQueryRows(spec, bigquery.name if bigquery else "records")
         batches = records | "BatchRows" >> FixedSizeBatches(preprocess.parse_batch_size)
     else:
-        adapter = CsvLines(spec, layouts)
         if lines is None:
-            files = [(layout.path, layout.size_bytes) for layout in layouts.values()]
+            files = [(layout.path, layout.size_bytes) for layout in adapter.layouts.values()]
             batches = p | "ReadCsv" >> ReadCsvLineBatches(
                 files,
                 batch_lines=preprocess.parse_batch_size,
@@ -146,6 +153,15 @@ def _read_and_validate(p, options, spec, layouts, lines, records):
         else:
             batches = lines | "BatchLines" >> FixedSizeBatches(preprocess.parse_batch_size)
     return batches | "ValidateRows" >> ValidateInput(spec, adapter)
+
+
+def _adapter_of(options, spec, layouts, records):
+    """The input adapter: BigQuery rows (or the test's records), else CSV lines."""
+    preprocess = options.view_as(PreprocessOptions)
+    bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
+    if bigquery is not None or records is not None:
+        return BigQueryRows(spec, bigquery.name if bigquery else "records")
+    return CsvLines(spec, layouts)
 
 
 def _write_statistics(spec, splits, transformed, out: RunLayout) -> None:

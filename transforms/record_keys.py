@@ -128,3 +128,83 @@ class FindDuplicateKeys(beam.PTransform):
             | "CountRepeatedKeys" >> beam.FlatMap(lambda shard: repeated_keys(shard[1]))
             | "SummariseDuplicates" >> beam.CombineGlobally(DuplicateKeysFn(self._max_examples))
         )
+
+
+# --- numbering identical records (BigQuery without a key column) ----------------
+
+_REPEATED_TAG = "repeated"
+
+
+class _NumberUniqueDoFn(beam.DoFn):
+    """RecordBatch -> the batch's rows whose content key no other row has, keyed
+    '<hash>#1' (main); the others as (hash, one-row batch), tagged 'repeated'."""
+
+    def __init__(self, key_column: str):
+        self._key_column = key_column
+        self._repeated = self._value_set = None
+
+    def process(self, batch: pa.RecordBatch, repeated: dict) -> Iterable:
+        keys = batch.column(self._key_column)
+        if self._repeated is not repeated:  # once per side input, not per batch
+            self._repeated = repeated
+            self._value_set = pa.array(sorted(repeated), keys.type)
+        if repeated:
+            shared = pc.is_in(keys, value_set=self._value_set).to_numpy(zero_copy_only=False)
+        else:
+            shared = np.zeros(batch.num_rows, dtype=bool)
+        for index in np.flatnonzero(shared):
+            yield beam.pvalue.TaggedOutput(
+                _REPEATED_TAG, (keys[index].as_py(), batch.slice(index, 1))
+            )
+        if not shared.all():
+            unique = batch.filter(pa.array(~shared)) if shared.any() else batch
+            yield _with_ordinals(unique, self._key_column, np.ones(unique.num_rows, np.int64))
+
+
+def _with_ordinals(batch: pa.RecordBatch, key_column: str, ordinals: np.ndarray):
+    index = batch.schema.get_field_index(key_column)
+    numbered = pc.binary_join_element_wise(
+        batch.column(index), pc.cast(pa.array(ordinals), pa.string()), "#"
+    )
+    return batch.set_column(index, batch.schema.field(index), numbered)
+
+
+def _number_identical(element, key_column: str) -> pa.RecordBatch:
+    """(hash, one-row batches of identical rows) -> one batch keyed '<hash>#1..n'.
+    The rows are equal in every spec column, so which gets which number changes
+    no output."""
+    _, rows = element
+    batch = pa.concat_batches(list(rows))
+    return _with_ordinals(batch, key_column, np.arange(1, batch.num_rows + 1))
+
+
+class NumberIdenticalRecords(beam.PTransform):
+    """PCollection[pa.RecordBatch] whose `key_column` holds a content hash ->
+    the same rows with unique keys '<hash>#<n>': n is 1 for a row no other row
+    equals, and 1..k over k identical rows. Bounded input, global window.
+
+    Costs one shuffle of the hashes (as FindDuplicateKeys), a side input of the
+    repeated hashes, and a shuffle of the repeated rows alone: nothing more
+    for a table without duplicates.
+    """
+
+    def __init__(self, key_column: str):
+        super().__init__()
+        self._key_column = key_column
+
+    def expand(self, batches):
+        repeated = (
+            batches
+            | "ShardContentKeys" >> beam.ParDo(_KeysByShardDoFn(self._key_column))
+            | "GroupContentKeyShards" >> beam.GroupByKey()
+            | "RepeatedContentKeys" >> beam.FlatMap(lambda shard: repeated_keys(shard[1]))
+        )
+        split = batches | "NumberUnique" >> beam.ParDo(
+            _NumberUniqueDoFn(self._key_column), beam.pvalue.AsDict(repeated)
+        ).with_outputs(_REPEATED_TAG, main="unique")
+        numbered = (
+            split[_REPEATED_TAG]
+            | "GroupIdenticalRecords" >> beam.GroupByKey()
+            | "NumberIdentical" >> beam.Map(_number_identical, self._key_column)
+        )
+        return (split.unique, numbered) | "JoinNumbered" >> beam.Flatten()
