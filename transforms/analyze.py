@@ -26,7 +26,7 @@ from transforms.spill import ReadSpillFiles, WriteSpillFiles
 # tf.Transform refuses passthrough columns that are also graph inputs, and the key
 # column is a raw column, so it travels under this name and gets its own back in
 # the encoded examples.
-PASSTHROUGH_KEY = "__record_key__"
+PASSTHROUGH_KEY = "__passthrough_key__"
 # The split index (position in spec.split_names) of each row, carried through the
 # transform like the key, so one transform stage serves every split: each stage
 # costs a transform_fn load and a runner round trip, which dominated small splits.
