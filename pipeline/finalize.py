@@ -25,6 +25,7 @@ from pipeline.options import PreprocessOptions
 from schemas.spec import DatasetSpec
 from transforms.bigquery_source import BigQuerySource
 from transforms.csv_source import CsvLayout
+from transforms.record_keys import duplicate_keys_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,7 @@ def finalize_run(
     preprocess = options.view_as(PreprocessOptions)
     logging.info("phase: reconciling counts and committing the outputs")
     counts = reconcile_counts(manifest_io.read_json(staged.counts_path), spec.split_names)
+    duplicate_keys = read_duplicate_keys(staged, spec)
     remove_scratch(staged, options.view_as(GoogleCloudOptions).temp_location)
     check_bad_fraction(counts, preprocess.max_bad_fraction, staged)
     write_raw_metadata(staged, spec)
@@ -76,6 +78,7 @@ def finalize_run(
         started,
         BigQuerySource.from_flags(preprocess.input, preprocess.query),
         anomalies,
+        duplicate_keys,
         label_classes,
     )
     commit.clear_staging_area(root)
@@ -104,6 +107,26 @@ def reconcile_counts(raw_counts: dict, split_names: Sequence[str]) -> dict:
             f"{counts['dead_letter']} + splits {counts['valid']}"
         )
     return counts
+
+
+def read_duplicate_keys(staged: RunLayout, spec: DatasetSpec) -> dict | None:
+    """The declared key's duplicates (transforms.record_keys.FindDuplicateKeys),
+    None when there are none or the key is derived (unique by construction)."""
+    if spec.derives_record_key:
+        return None
+    duplicates = manifest_io.read_json(duplicate_keys_path(staged))
+    if not duplicates["count"]:
+        return None
+    examples = ", ".join(repr(example["key"]) for example in duplicates["examples"])
+    logging.warning(
+        "key_column %r is not unique: %d values are held by %d rows (e.g. %s); examples "
+        "with these keys cannot be told apart by key",
+        spec.key_column,
+        duplicates["count"],
+        duplicates["rows"],
+        examples,
+    )
+    return duplicates
 
 
 def check_bad_fraction(counts: dict, max_bad_fraction: float, staged: RunLayout) -> None:
@@ -202,6 +225,7 @@ def write_manifest(
     started: float,
     bigquery: BigQuerySource | None = None,
     anomalies: list | None = None,
+    duplicate_keys: dict | None = None,
     label_classes: list[str] | None = None,
 ) -> dict:
     """Writes manifest.json, the last file of a run; returns the manifest."""
@@ -221,7 +245,8 @@ def write_manifest(
         "dataset": spec.name,
         "spec_hash": spec.spec_hash,
         "inputs": _inputs_entry(layouts, bigquery),
-        "key_column": spec.key_column,
+        "key_column": spec.record_key,
+        "record_key": "derived" if spec.derives_record_key else "declared",
         "timestamp_column": spec.timestamp_column,
         "aggregates": [_aggregate_entry(aggregate) for aggregate in spec.aggregates],
         "label": spec.label,
@@ -243,6 +268,8 @@ def write_manifest(
             },
         },
         "anomalies": anomalies or [],
+        # Only when a declared key turned out not to be unique.
+        **({"duplicate_keys": duplicate_keys} if duplicate_keys else {}),
         "transform_fn_dir": out.transform_fn_dir,
         "transform_fn_fingerprint": manifest_io.directory_fingerprint(out.transform_fn_dir),
         "package_versions": manifest_io.package_versions(),

@@ -45,16 +45,23 @@ def serving_spec(spec):
 
 class JsonInstances:
     """Input adapter (transforms.records) for `(source, JSON text)` instances: the
-    streaming job's JSON rules (transforms.messages.json_type_problem: a number
-    column takes a JSON number, a timestamp a string or integer epoch seconds,
-    null is missing), then the field texts that the validator types as CSV fields."""
+    streaming job's JSON rules (transforms.messages: a number column takes a JSON
+    number, a timestamp a string or integer epoch seconds, null, an absent field
+    or a string that is one of the column's null tokens is missing), then the
+    field texts that the validator types as CSV fields. Pub/Sub's own adapter
+    is not reused: it takes the record key and event time from message
+    attributes, which an instance has not."""
 
     kind = "json_instances"
 
     def __init__(self, spec):
         self.spec = spec
+        self.missing_tokens = [spec.missing_tokens(column) for column in spec.columns]
 
     def fields(self, instances: Sequence[tuple[str, str]]) -> list:
+        import pyarrow as pa
+
+        from schemas.spec import RECORD_KEY
         from transforms.messages import json_type_problem
         from transforms.records import Fields, dead_letter, field_text
 
@@ -69,8 +76,10 @@ class JsonInstances:
                 rejected.append(dead_letter(source, text, "an instance must be a JSON object"))
                 continue
             fields, problem = [], None
-            for column in self.spec.columns:
+            for column, tokens in zip(self.spec.columns, self.missing_tokens, strict=True):
                 value = document.get(column.name)
+                if isinstance(value, str) and value.strip() in tokens:
+                    value = None
                 problem = json_type_problem(column, value)
                 if problem is not None:
                     problem = f"{column.name}: {problem}"
@@ -82,7 +91,12 @@ class JsonInstances:
             sources.append(source)
             texts.append(text)
             rows.append(fields)
-        return [Fields.from_rows(sources, texts, rows, len(self.spec.columns), rejected)]
+        # A spec without key_column: the validator wants the derived key, which
+        # serving never uses; the instance's source stands in for it.
+        extra = {RECORD_KEY: pa.array(sources, pa.string())} if self.spec.derives_record_key else {}
+        return [
+            Fields.from_rows(sources, texts, rows, len(self.spec.columns), rejected, extra=extra)
+        ]
 
 
 def signature_inputs(valid, input_specs: dict) -> dict:

@@ -34,7 +34,7 @@ from transforms.validation import METRICS_NAMESPACE
 # tf.Transform refuses passthrough columns that are also graph inputs, and the key
 # column is a raw column, so it travels under this name and gets its own back in
 # the encoded examples.
-PASSTHROUGH_KEY = "__record_key__"
+PASSTHROUGH_KEY = "__passthrough_key__"
 # The split index (position in spec.split_names) of each row, carried through the
 # transform like the key, so one transform stage serves every split: each stage
 # costs a transform_fn load and a runner round trip, which dominated small splits.
@@ -84,9 +84,7 @@ def tfxio_arrow_schema(spec: DatasetSpec, with_split: bool = False) -> pa.Schema
     fields = []
     rows = rows_schema(spec)
     for field in rows:
-        # A derived record key is no raw column of the graph, only a passthrough.
-        if field.name != PASSTHROUGH_KEY:
-            fields.append(pa.field(field.name, pa.large_list(_tfxio_value_type(field.type))))
+        fields.append(pa.field(field.name, pa.large_list(_tfxio_value_type(field.type))))
     for name, source in passthrough_sources(spec).items():
         value_type = _tfxio_value_type(rows.field(source).type)
         fields.append(pa.field(name, pa.large_list(value_type)))

@@ -64,7 +64,7 @@ class _TransformRowsDoFn(beam.DoFn):
 
         if not rows:
             return
-        key_column = self._spec.key_column
+        key_column = self._spec.record_key
         batch = pa.RecordBatch.from_pylist(rows, schema=self._rows_schema)
         tensors = self._adapter.ToBatchTensors(
             to_tfxio_batch(batch, self._tfxio_schema, passthrough_sources(self._spec)),
