@@ -364,3 +364,98 @@ def test_skew_check_covers_rows_with_missing_values(three_class, capsys):
     assert report["mismatches"] == 0
     assert verify_skew(["--output_dir", output_dir]) == 0
     assert "0 keys missing from the examples, 0 mismatches" in capsys.readouterr().out
+
+
+# --- a real table: palmerpenguins (NA for missing, no key, no event time) -------
+
+PENGUINS_SPEC = {
+    "name": "penguins",
+    "null_tokens": ["NA"],
+    "columns": [
+        {"name": "species", "type": "string"},
+        {"name": "island", "type": "string"},
+        {"name": "bill_length_mm", "type": "float", "required": False},
+        {"name": "bill_depth_mm", "type": "float", "required": False},
+        {"name": "flipper_length_mm", "type": "float", "required": False},
+        {"name": "body_mass_g", "type": "float", "required": False},
+        {"name": "sex", "type": "string", "required": False},
+        {"name": "year", "type": "int"},
+    ],
+    "label": "species",
+    "split": {"percentages": SPLITS},
+    "features": [
+        *(
+            {
+                "name": f"{name}_z",
+                "source": name,
+                "transform": [{"fill_missing": {"value": fill}}, "scale_to_z_score"],
+            }
+            for name, fill in [
+                ("bill_length_mm", 44.0),
+                ("bill_depth_mm", 17.0),
+                ("flipper_length_mm", 200.0),
+                ("body_mass_g", 4200.0),
+            ]
+        ),
+        {"name": "island_id", "source": "island", "transform": "vocabulary"},
+        {
+            "name": "sex_id",
+            "source": "sex",
+            "transform": [{"fill_missing": {"value": "unknown"}}, "vocabulary"],
+        },
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def penguins(tmp_path_factory):
+    import importlib.resources
+
+    base = tmp_path_factory.mktemp("penguins")
+    table = importlib.resources.files("palmerpenguins") / "data" / "penguins.csv"
+    with table.open() as handle:
+        rows = list(csv.DictReader(handle))
+    output_dir = preprocess(base, PENGUINS_SPEC, rows)
+    model_dir = str(base / "model")
+    metrics = task.train_and_evaluate(output_dir, model_dir, 600, 32, steps_per_checkpoint=600)
+    return {"rows": rows, "output_dir": output_dir, "model_dir": model_dir, "metrics": metrics}
+
+
+def test_penguins_na_is_missing_and_three_species_beat_the_majority_class(penguins):
+    manifest = manifest_of(penguins["output_dir"])
+    assert sum(1 for row in penguins["rows"] if "NA" in row.values()) == 11
+    assert manifest["counts"]["read"] == 344 == manifest["counts"]["valid"]
+    assert manifest["counts"]["dead_letter"] == 0
+    assert manifest["record_key"] == "derived" and manifest["timestamp_column"] is None
+    assert sorted(manifest["label_classes"]) == ["Adelie", "Chinstrap", "Gentoo"]
+    metrics = penguins["metrics"]
+    assert metrics["eval_accuracy"] > metrics["baseline_accuracy"] + 0.3
+    assert metrics["eval_log_loss"] < metrics["baseline_log_loss"]
+
+
+def test_penguins_predict_on_raw_json_with_nulls_and_verify_skew(penguins, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.verify_skew import main as verify_skew
+    from trainer.instances import raw_instances
+
+    output_dir = penguins["output_dir"]
+    instances = raw_instances(output_dir, "eval", 200)
+    assert all(
+        "__record_key__" not in instance and "species" not in instance for instance in instances
+    )
+    assert any(value is None for instance in instances for value in instance.values())
+    code, results = predict(penguins["model_dir"], instances, tmp_path)
+    assert code == 0
+    paths = sorted(glob.glob(f"{output_dir}/raw_features/eval/*.parquet"))
+    species = pa.concat_tables([pq.read_table(p) for p in paths]).column("species").to_pylist()
+    correct = 0
+    for result, truth in zip(results, species, strict=False):
+        assert sorted(result["probabilities"]) == ["Adelie", "Chinstrap", "Gentoo"]
+        assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        correct += result["predicted_class"] == truth
+    assert correct > 0.8 * len(results)
+    capsys.readouterr()
+    assert verify_skew(["--output_dir", output_dir]) == 0
+    assert "0 keys missing from the examples, 0 mismatches" in capsys.readouterr().out
