@@ -66,6 +66,9 @@ def load_run(data_dir: str) -> RunInfo:
         raise DataDirError(f"{data_dir} has no {MANIFEST_NAME}: not a complete preprocessing run")
     with open(manifest_path) as handle:
         manifest = json.load(handle)
+    if not os.path.isfile(RunLayout(data_dir).spec_path):
+        # The export validates serving instances with the run's spec.
+        raise DataDirError(f"{data_dir} has no spec.json: made before it was written; rerun it")
     schema = tft.TFTransformOutput(data_dir).transformed_metadata.schema
     domains = {f.name: f.int_domain for f in schema.feature if f.HasField("int_domain")}
     features = []
