@@ -10,7 +10,9 @@ a passthrough feature may carry its column's name. Kinds:
 
 - out_of_range: a feature scaled to [0, 1] has a value outside it on some split
   (value: the offending min or max, threshold: the bound it crosses; or value:
-  the number of NaN and infinite values, threshold: null);
+  the number of NaN and infinite values, threshold: null). On the split it was
+  scaled on (train) any crossing counts; on the others, which hold values train
+  never saw, only one by more than `out_of_range_tolerance` of the range does;
 - oov_rate: the share of a vocabulary feature's eval ids that are out of
   vocabulary exceeds `max_oov_rate` (see `oov_count`);
 - constant: a column or feature with values has a single distinct value;
@@ -49,6 +51,7 @@ class AnomalyThresholds:
     max_oov_rate: float = _SPEC_DEFAULTS.max_oov_rate
     numeric_drift: float = _SPEC_DEFAULTS.numeric_drift
     categorical_drift: float = _SPEC_DEFAULTS.categorical_drift
+    out_of_range_tolerance: float = _SPEC_DEFAULTS.out_of_range_tolerance
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -64,6 +67,7 @@ class AnomalyThresholds:
             max_oov_rate=section.max_oov_rate,
             numeric_drift=section.numeric_drift,
             categorical_drift=section.categorical_drift,
+            out_of_range_tolerance=section.out_of_range_tolerance,
         )
 
 
@@ -74,6 +78,7 @@ def find_anomalies(
     thresholds: AnomalyThresholds,
     scaled_features: Sequence[str] = (),
     baseline: dict | None = None,
+    scaled_on: str = "train",
 ) -> list[dict]:
     """Every anomaly in a run's statistics, in a stable order.
 
@@ -86,6 +91,7 @@ def find_anomalies(
     report shows its coverage as unknown). scaled_features:
     features whose values must lie in [0, 1]. baseline: {"raw": raw train
     statistics, "transformed": {split: ...}} of an earlier run, for drift.
+    scaled_on: the split whose range the scaling maps to [0, 1].
     """
     anomalies: list[dict] = []
     anomalies += _missing_and_constant(raw_stats, "raw", "train")
@@ -95,7 +101,12 @@ def find_anomalies(
         for feature in scaled_features:
             column = transformed_stats[split]["columns"].get(feature)
             if column is not None:
-                anomalies += _out_of_range(feature, split, column)
+                tolerance = (
+                    _RANGE_TOLERANCE
+                    if split == scaled_on
+                    else max(thresholds.out_of_range_tolerance, _RANGE_TOLERANCE)
+                )
+                anomalies += _out_of_range(feature, split, column, tolerance)
     eval_stats = transformed_stats.get("eval")
     if eval_stats is not None:
         for feature in sorted(vocabulary_features):
@@ -186,7 +197,9 @@ def constant_value(column: dict) -> tuple[Any] | None:
     return None
 
 
-def _out_of_range(feature: str, split: str, column: dict) -> list[dict]:
+def _out_of_range(feature: str, split: str, column: dict, tolerance: float) -> list[dict]:
+    """The split's NaN/infinite values and its crossings of [0, 1] by more than
+    `tolerance` (the range is 1 after scaling, so a share of it is a distance)."""
     anomalies = []
     # min and max leave NaN and inf out, so those are checked on their own.
     non_finite = column.get("nan_count", 0) + column.get("inf_count", 0)
@@ -205,8 +218,11 @@ def _out_of_range(feature: str, split: str, column: dict) -> list[dict]:
         )
     low, high = column.get("min"), column.get("max")
     crossings = (
-        ("minimum", low, 0.0, low is not None and low < -_RANGE_TOLERANCE),
-        ("maximum", high, 1.0, high is not None and high > 1.0 + _RANGE_TOLERANCE),
+        ("minimum", low, 0.0, low is not None and low < -tolerance),
+        ("maximum", high, 1.0, high is not None and high > 1.0 + tolerance),
+    )
+    allowance = (
+        f", more than the tolerance of {tolerance:g}" if tolerance > _RANGE_TOLERANCE else ""
     )
     for extreme, value, bound, crossed in crossings:
         if crossed:
@@ -219,7 +235,7 @@ def _out_of_range(feature: str, split: str, column: dict) -> list[dict]:
                     value,
                     bound,
                     f"The feature '{feature}' is scaled to [0, 1] but has {extreme} "
-                    f"{value:.6g} on split '{split}'.",
+                    f"{value:.6g} on split '{split}'{allowance}.",
                 )
             )
     return anomalies

@@ -25,6 +25,7 @@ from pipeline.options import PreprocessOptions
 from schemas.spec import DatasetSpec
 from transforms.bigquery_source import BigQuerySource
 from transforms.csv_source import CsvLayout
+from transforms.record_keys import duplicate_keys_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,9 +52,12 @@ def finalize_run(
     preprocess = options.view_as(PreprocessOptions)
     logging.info("phase: reconciling counts and committing the outputs")
     counts = reconcile_counts(manifest_io.read_json(staged.counts_path), spec.split_names)
+    duplicate_keys = read_duplicate_keys(staged, spec)
     remove_scratch(staged, options.view_as(GoogleCloudOptions).temp_location)
     check_bad_fraction(counts, preprocess.max_bad_fraction, staged)
     write_raw_metadata(staged, spec)
+    label_classes = run_label_classes(staged, spec)
+    manifest_io.write_json(staged.spec_path, spec_document(spec))
     stop_state.check()
     anomalies = find_run_anomalies(staged, spec, preprocess.baseline_output_dir)
     if anomalies and preprocess.fail_on_anomalies:
@@ -74,6 +78,8 @@ def finalize_run(
         started,
         BigQuerySource.from_flags(preprocess.input, preprocess.query),
         anomalies,
+        duplicate_keys,
+        label_classes,
     )
     commit.clear_staging_area(root)
     return FinishedRun(manifest, write_report(root))
@@ -93,12 +99,34 @@ def reconcile_counts(raw_counts: dict, split_names: Sequence[str]) -> dict:
     for split in split_names:
         counts[split] = raw_counts.get(split, 0)
     counts["valid"] = sum(counts[split] for split in split_names)
+    # Among the dead letters: rows whose label class train never saw.
+    counts["unseen_label_classes"] = raw_counts.get("unseen_label_classes", 0)
     if counts["read"] != counts["dead_letter"] + counts["valid"]:
         raise RunFailed(
             f"counts do not reconcile: read {counts['read']} != dead_letter "
             f"{counts['dead_letter']} + splits {counts['valid']}"
         )
     return counts
+
+
+def read_duplicate_keys(staged: RunLayout, spec: DatasetSpec) -> dict | None:
+    """The declared key's duplicates (transforms.record_keys.FindDuplicateKeys),
+    None when there are none or the key is derived (unique by construction)."""
+    if spec.derives_record_key:
+        return None
+    duplicates = manifest_io.read_json(duplicate_keys_path(staged))
+    if not duplicates["count"]:
+        return None
+    examples = ", ".join(repr(example["key"]) for example in duplicates["examples"])
+    logging.warning(
+        "key_column %r is not unique: %d values are held by %d rows (e.g. %s); examples "
+        "with these keys cannot be told apart by key",
+        spec.key_column,
+        duplicates["count"],
+        duplicates["rows"],
+        examples,
+    )
+    return duplicates
 
 
 def check_bad_fraction(counts: dict, max_bad_fraction: float, staged: RunLayout) -> None:
@@ -130,6 +158,23 @@ def write_raw_metadata(out: RunLayout, spec: DatasetSpec) -> None:
         dataset_metadata.DatasetMetadata.from_feature_spec(raw_feature_spec(spec)),
         out.raw_metadata_dir,
     )
+
+
+def run_label_classes(out: RunLayout, spec: DatasetSpec) -> list[str] | None:
+    """The label's class names in id order (transforms.preprocessing.label_classes);
+    a binary label whose train classes are not two fails the run."""
+    from transforms.preprocessing import LabelClassesError, label_classes, read_label_vocabulary
+
+    try:
+        return label_classes(spec, read_label_vocabulary(spec, out.root))
+    except LabelClassesError as error:
+        raise RunFailed(f"{error}; nothing was committed", keep_outputs=True) from None
+
+
+def spec_document(spec: DatasetSpec) -> dict:
+    """The spec as a document that schemas.spec.parse_spec reads back: the trainer
+    and the serving model validate raw instances with it as the batch job did."""
+    return spec.model_dump(mode="json", by_alias=True, exclude={"spec_hash"})
 
 
 def find_run_anomalies(out: RunLayout, spec: DatasetSpec, baseline_dir: str | None) -> list:
@@ -180,6 +225,8 @@ def write_manifest(
     started: float,
     bigquery: BigQuerySource | None = None,
     anomalies: list | None = None,
+    duplicate_keys: dict | None = None,
+    label_classes: list[str] | None = None,
 ) -> dict:
     """Writes manifest.json, the last file of a run; returns the manifest."""
     wall_seconds = time.time() - started
@@ -198,11 +245,14 @@ def write_manifest(
         "dataset": spec.name,
         "spec_hash": spec.spec_hash,
         "inputs": _inputs_entry(layouts, bigquery),
-        "key_column": spec.key_column,
+        "key_column": spec.record_key,
+        "record_key": "derived" if spec.derives_record_key else "declared",
         "timestamp_column": spec.timestamp_column,
         "aggregates": [_aggregate_entry(aggregate) for aggregate in spec.aggregates],
         "label": spec.label,
         "label_kind": spec.label_kind,
+        "label_classes": label_classes,
+        "unseen_label_classes": counts.get("unseen_label_classes", 0),
         "counts": counts,
         "splits": splits,
         "dead_letter_files": manifest_io.list_files(out.dead_letter_pattern),
@@ -218,6 +268,8 @@ def write_manifest(
             },
         },
         "anomalies": anomalies or [],
+        # Only when a declared key turned out not to be unique.
+        **({"duplicate_keys": duplicate_keys} if duplicate_keys else {}),
         "transform_fn_dir": out.transform_fn_dir,
         "transform_fn_fingerprint": manifest_io.directory_fingerprint(out.transform_fn_dir),
         "package_versions": manifest_io.package_versions(),

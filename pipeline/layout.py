@@ -9,6 +9,7 @@ A batch run's output directory:
 
     OUTPUT/
       manifest.json                 written last: its presence marks a complete run
+      spec.json                     the dataset spec of the run (trainer, serving)
       <split>/part-*.tfrecord.gz    transformed tf.train.Examples, one directory per split
       transform_fn/                 the tf.Transform graph (SavedModel)
       transformed_metadata/         the transformed schema (tft.TFTransformOutput)
@@ -39,6 +40,7 @@ ANALYZE_SPLIT = "train"
 
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.html"
+SPEC_NAME = "spec.json"
 # As tft.TFTransformOutput names them (TRANSFORM_FN_DIR, TRANSFORMED_METADATA_DIR,
 # RAW_METADATA_DIR); spelled out so that reading a layout needs no TensorFlow.
 TRANSFORM_FN_DIR = "transform_fn"
@@ -123,6 +125,10 @@ class RunLayout:
     @property
     def manifest_path(self) -> str:
         return join(self.root, MANIFEST_NAME)
+
+    @property
+    def spec_path(self) -> str:
+        return join(self.root, SPEC_NAME)
 
     @property
     def report_path(self) -> str:

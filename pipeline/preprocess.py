@@ -68,6 +68,11 @@ from transforms.csv_source import (
     ReadCsvLineBatches,
     discover_layouts,
 )
+from transforms.record_keys import (
+    FindDuplicateKeys,
+    NumberIdenticalRecords,
+    duplicate_keys_path,
+)
 from transforms.split import SplitByKey
 from transforms.statistics import ComputeStatistics, spec_statistics_columns
 from transforms.tfrecords import WriteTFRecordBatches
@@ -88,7 +93,8 @@ def build_pipeline(
     """Wires the whole batch job into `p`.
 
     `lines`, when given, replaces reading the input files: a PCollection of
-    (source path, line bytes) whose sources are keys of `layouts` (tests use
+    (source path, line bytes[, byte offset: needed by a spec without
+    key_column]) whose sources are keys of `layouts` (tests use
     beam.Create here). `records` likewise replaces reading BigQuery: a
     PCollection of row dicts. `out` is where outputs go, by default straight
     into --output_dir; `run` passes its staging directory.
@@ -102,33 +108,47 @@ def build_pipeline(
         # may have no access to --temp_location, and its graph never runs.
         tft_temp_dir = tempfile.mkdtemp(prefix="dry_run_tft_")
 
-    parsed = _read_and_validate(p, options, spec, layouts, lines, records)
-    rows = parsed.valid | "JoinAggregates" >> JoinAggregates(
+    adapter = _adapter_of(options, spec, layouts, records)
+    parsed = _read_and_validate(p, options, spec, adapter, lines, records)
+    valid = parsed.valid
+    if spec.derives_record_key and isinstance(adapter, BigQueryRows):
+        # A table's rows have no file offset: identical rows share a content hash.
+        valid = valid | "NumberIdenticalRecords" >> NumberIdenticalRecords(spec.record_key)
+    rows = valid | "JoinAggregates" >> JoinAggregates(
         spec, FileSystems.join(tft_temp_dir, "aggregate_spill")
     )
     splits = rows | "SplitRows" >> SplitByKey(spec)
     transformed = splits | "AnalyzeAndTransform" >> AnalyzeAndTransform(
         spec, tft_temp_dir, ANALYZE_SPLIT
     )
+    # Rows whose label class train never saw are dead letters too.
+    dead_letters = (parsed.dead_letter, transformed.dead_letter) | "FlattenDeadLetters" >> (
+        beam.Flatten()
+    )
     _write_statistics(spec, splits, transformed, out)
-    _write_outputs(options, spec, parsed, splits, transformed, out)
-    _write_counts(parsed, splits, out)
+    _write_outputs(options, spec, dead_letters, splits, transformed, out)
+    _write_counts(parsed, dead_letters, transformed, out)
+    if not spec.derives_record_key:
+        # A declared key is checked, not trusted: pipeline.finalize reports duplicates.
+        _ = (
+            parsed.valid
+            | "FindDuplicateKeys" >> FindDuplicateKeys(spec.record_key)
+            | "WriteDuplicateKeys" >> _WriteJson(duplicate_keys_path(out))
+        )
 
 
-def _read_and_validate(p, options, spec, layouts, lines, records):
+def _read_and_validate(p, options, spec, adapter, lines, records):
     """The input, from CSV files or BigQuery (or the test's PCollection), as the
     outputs of ValidateInput: valid batches, dead letters and counts."""
     preprocess = options.view_as(PreprocessOptions)
-    bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
-    if bigquery is not None or records is not None:
+    if isinstance(adapter, BigQueryRows):
         if records is None:
+            bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
             records = p | "ReadBigQuery" >> bigquery.read_transform()
-        adapter = BigQueryRows(spec, bigquery.name if bigquery else "records")
         batches = records | "BatchRows" >> FixedSizeBatches(preprocess.parse_batch_size)
     else:
-        adapter = CsvLines(spec, layouts)
         if lines is None:
-            files = [(layout.path, layout.size_bytes) for layout in layouts.values()]
+            files = [(layout.path, layout.size_bytes) for layout in adapter.layouts.values()]
             batches = p | "ReadCsv" >> ReadCsvLineBatches(
                 files,
                 batch_lines=preprocess.parse_batch_size,
@@ -139,6 +159,15 @@ def _read_and_validate(p, options, spec, layouts, lines, records):
     return batches | "ValidateRows" >> ValidateInput(spec, adapter)
 
 
+def _adapter_of(options, spec, layouts, records):
+    """The input adapter: BigQuery rows (or the test's records), else CSV lines."""
+    preprocess = options.view_as(PreprocessOptions)
+    bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
+    if bigquery is not None or records is not None:
+        return BigQueryRows(spec, bigquery.name if bigquery else "records")
+    return CsvLines(spec, layouts)
+
+
 def _write_statistics(spec, splits, transformed, out: RunLayout) -> None:
     """Raw statistics of the analyzed split, transformed statistics of each."""
     from transforms.analyze import PASSTHROUGH_KEY
@@ -146,7 +175,7 @@ def _write_statistics(spec, splits, transformed, out: RunLayout) -> None:
     raw_columns, transformed_columns = spec_statistics_columns(spec)
     _ = (
         splits[ANALYZE_SPLIT]
-        | "RawStatistics" >> ComputeStatistics(raw_columns, row_id_columns=[spec.key_column])
+        | "RawStatistics" >> ComputeStatistics(raw_columns, row_id_columns=[spec.record_key])
         | "WriteRawStatistics" >> _WriteJson(out.raw_statistics_path)
     )
     for split in spec.split_names:
@@ -159,7 +188,7 @@ def _write_statistics(spec, splits, transformed, out: RunLayout) -> None:
         )
 
 
-def _write_outputs(options, spec, parsed, splits, transformed, out: RunLayout) -> None:
+def _write_outputs(options, spec, dead_letters, splits, transformed, out: RunLayout) -> None:
     """The examples of each split, the transform graph, the dead letters and,
     with --write_raw_features, the validated raw rows."""
     import tensorflow_transform.beam as tft_beam
@@ -171,7 +200,7 @@ def _write_outputs(options, spec, parsed, splits, transformed, out: RunLayout) -
         )
     _ = transformed.transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out.root)
     _ = (
-        parsed.dead_letter
+        dead_letters
         | "DeadLetterToJson" >> beam.Map(dead_letter_to_json)
         | "WriteDeadLetters"
         >> beam.io.WriteToText(out.dead_letter_prefix, file_name_suffix=DEAD_LETTER_SUFFIX)
@@ -191,19 +220,24 @@ def _write_outputs(options, spec, parsed, splits, transformed, out: RunLayout) -
             )
 
 
-def _write_counts(parsed, splits, out: RunLayout) -> None:
-    """Records read, dead letters and rows per split, in one file that
-    pipeline.finalize reconciles before anything is committed."""
+def _write_counts(parsed, dead_letters, transformed, out: RunLayout) -> None:
+    """Records read, dead letters (of which unseen label classes) and rows per
+    split, in one file that pipeline.finalize reconciles before anything is
+    committed. A split's rows are counted after the transform, which may turn
+    some into dead letters."""
+    from transforms.analyze import UNSEEN_LABEL_CLASSES
+
     split_counts = [
         batches
         | f"CountRows[{split}]" >> beam.Map(lambda batch, name=split: (name, batch.num_rows))
-        for split, batches in splits.items()
+        for split, batches in transformed.transformed_batches.items()
     ]
-    dead_letter_counts = parsed.dead_letter | "CountDeadLetters" >> beam.Map(
-        lambda _: ("dead_letter", 1)
+    dead_letter_counts = dead_letters | "CountDeadLetters" >> beam.Map(lambda _: ("dead_letter", 1))
+    unseen_label_counts = transformed.dead_letter | "CountUnseenLabelClasses" >> beam.Map(
+        lambda _: (UNSEEN_LABEL_CLASSES, 1)
     )
     _ = (
-        [parsed.counts, dead_letter_counts, *split_counts]
+        [parsed.counts, dead_letter_counts, unseen_label_counts, *split_counts]
         | "FlattenCounts" >> beam.Flatten()
         | "SumCounts" >> beam.CombinePerKey(sum)
         | "CountsToDict" >> beam.combiners.ToDict()

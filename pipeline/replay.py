@@ -8,7 +8,9 @@ pipeline.stream locally (against the emulator) or on a test topic.
 
 Each valid row of the CSV (validated with the spec, as batch does) becomes one
 JSON message of the spec's columns. Its event time is replaced by the time it is
-published, as a live event's would be; rows the spec rejects are skipped and
+published, as a live event's would be (a spec without timestamp_column takes the
+publish time as event time anyway, and a derived record key is left out: the
+stream derives its own from the message id); rows the spec rejects are skipped and
 counted. --create_subscription creates the topic and a pull subscription on it
 before the first message, so no message is published into the void.
 """
@@ -22,7 +24,7 @@ import json
 import sys
 import time
 
-from schemas.spec import SpecError, load_spec
+from schemas.spec import RECORD_KEY, SpecError, load_spec
 from transforms.csv_source import InputError, discover_layouts
 from transforms.validation import LineParser
 
@@ -38,8 +40,11 @@ def typed_rows(spec, path: str, limit: int | None):
     rows = []
     with open(path, "rb") as handle:
         chunk = []
+        offset = 0
         for line in handle:
-            chunk.append((source, line.rstrip(b"\n")))
+            # With the line's byte offset, which a derived record key needs.
+            chunk.append((source, line.rstrip(b"\n"), offset))
+            offset += len(line)
             if len(chunk) == CHUNK_LINES:
                 parsed = parser.parse(chunk)
                 rows.extend(parsed.valid.to_pylist())
@@ -54,11 +59,12 @@ def typed_rows(spec, path: str, limit: int | None):
     return rows[:limit] if limit else rows, rejected
 
 
-def live_message(row: dict, timestamp_column: str, now: float) -> bytes:
-    stamped = dict(row)
-    stamped[timestamp_column] = dt.datetime.fromtimestamp(int(now), dt.UTC).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
+def live_message(row: dict, timestamp_column: str | None, now: float) -> bytes:
+    stamped = {name: value for name, value in row.items() if name != RECORD_KEY}
+    if timestamp_column is not None:
+        stamped[timestamp_column] = dt.datetime.fromtimestamp(int(now), dt.UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
     return json.dumps(stamped).encode("utf-8")
 
 

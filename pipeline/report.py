@@ -18,6 +18,10 @@ aggregates, anomalies. What the manifest must hold:
   names], "vocabulary_size": ids below it are in the vocabulary (vocabulary
   features only)}};
 - "anomalies": the list from pipeline.anomalies.find_anomalies;
+- optionally "key_column", "record_key" ("declared" | "derived"),
+  "timestamp_column" (null without an event time) and "duplicate_keys"
+  ({"count", "rows", "examples": [{"key", "rows"}]}, when a declared key is
+  not unique), shown in the summary;
 - and what pipeline.preprocess already writes: dataset, run_id, started_at,
   runner, inputs, counts, splits, dead_letter_files, aggregates, wall_seconds,
   rows_per_second, transform_fn_dir.
@@ -376,6 +380,11 @@ def _summary_section(manifest: dict, dead_letter_total: int) -> str:
         ("wall time", f"{_number(manifest.get('wall_seconds'))} s"),
         ("throughput", f"{_number(manifest.get('rows_per_second'))} rows/s"),
     ]
+    if "key_column" in manifest:
+        how = {"derived": " (derived: no key column declared)"}.get(manifest.get("record_key"), "")
+        facts.append(("record key", _text(manifest["key_column"]) + how))
+    if "timestamp_column" in manifest:
+        facts.append(("event time", _text(manifest["timestamp_column"] or "none")))
     inputs = _table(
         ("input", "bytes"),
         (
@@ -393,6 +402,12 @@ def _summary_section(manifest: dict, dead_letter_total: int) -> str:
         ),
         ("header lines", _number(counts.get("header_lines")), ""),
     ]
+    unseen = counts.get("unseen_label_classes")
+    if unseen:
+        # Dead letters too: eval/test rows of a label class that train never saw.
+        count_rows.insert(
+            3, ("of which unseen label classes", _number(unseen), _percent(unseen, read or 0))
+        )
     valid = counts.get("valid") or 0
     for split, info in manifest.get("splits", {}).items():
         count = info.get("count", counts.get(split))
@@ -404,7 +419,26 @@ def _summary_section(manifest: dict, dead_letter_total: int) -> str:
         + inputs
         + "<h3>Counts</h3>"
         + _table(("", "rows", "share"), count_rows, "counts")
+        + _duplicate_keys(manifest)
         + "</section>"
+    )
+
+
+def _duplicate_keys(manifest: dict) -> str:
+    """A warning with examples when the declared key is not unique, else nothing."""
+    duplicates = manifest.get("duplicate_keys")
+    if not duplicates or not duplicates.get("count"):
+        return ""
+    return (
+        '<h3 id="duplicate-keys">Duplicate keys</h3>'
+        f"<p>The key column {_text(manifest.get('key_column', '—'))} is not unique: "
+        f"{_number(duplicates['count'])} values are held by {_number(duplicates.get('rows'))} "
+        "rows, whose examples cannot be told apart by key.</p>"
+        + _table(
+            ("key", "rows"),
+            ((_text(e["key"]), _number(e["rows"])) for e in duplicates.get("examples", [])),
+            "duplicates",
+        )
     )
 
 

@@ -59,7 +59,13 @@ from pipeline.options import (
 from schemas.spec import DatasetSpec, SpecError, load_spec
 from transforms.admission import AdmitOnTime
 from transforms.live_aggregates import JoinLiveAggregates
-from transforms.messages import BatchMessages, PubsubMessages, RowsAtEventTime, row_to_json
+from transforms.messages import (
+    BatchMessages,
+    PubsubMessages,
+    RowsAtEventTime,
+    event_time_column,
+    row_to_json,
+)
 from transforms.tfrecords import TFRecordGzipSink
 from transforms.transform_graph import ApplyTransformGraph
 from transforms.validation import ValidateInput, dead_letter_to_json
@@ -116,7 +122,7 @@ def build_pipeline(
         | "BatchMessages" >> BatchMessages()
         | "ValidateMessages" >> ValidateInput(spec, PubsubMessages(spec))
     )
-    rows = parsed.valid | "RowsAtEventTime" >> RowsAtEventTime(spec.timestamp_column)
+    rows = parsed.valid | "RowsAtEventTime" >> RowsAtEventTime(event_time_column(spec))
     admission = rows | "AdmitOnTime" >> AdmitOnTime(
         spec, lateness, duration_seconds(stream.late_data_horizon)
     )

@@ -8,6 +8,12 @@ transformed again through the serving-time path,
 with the examples that the batch pipeline wrote for the same keys. Prints the
 maximum absolute difference per feature; exits 1 on any difference beyond float
 tolerance or any key missing from the examples, 2 when OUT is not usable.
+
+Rows with missing optional values are checked like any other: the serving
+path gets them as the batch job's graph did (a missing value of a column
+without a default as an absent entry of a SparseTensor). Raw rows whose label
+class train never saw have no example (the batch job made them dead letters),
+so they are counted apart, not as missing keys.
 """
 
 from __future__ import annotations
@@ -82,6 +88,22 @@ def batch_examples(output_dir: str, key_column: str, feature_spec: dict, keys: s
     return found
 
 
+def unseen_label_rows(output_dir: str, label: str, served: dict, rows: int) -> np.ndarray:
+    """Per raw row: whether its label class is one train never saw (the serving
+    transform gives UNSEEN_LABEL), which only a label with classes can have."""
+    from schemas.spec import parse_spec
+    from transforms.preprocessing import UNSEEN_LABEL
+
+    path = RunLayout(output_dir).spec_path
+    if not os.path.isfile(path):  # a run from before spec.json: regression or 0/1 labels
+        return np.zeros(rows, dtype=bool)
+    with open(path) as handle:
+        spec = parse_spec(json.load(handle), source=path)
+    if not spec.label_has_classes:
+        return np.zeros(rows, dtype=bool)
+    return served[label].reshape(rows) == UNSEEN_LABEL
+
+
 def compare(output_dir: str, limit: int | None) -> dict:
     import tensorflow_transform as tft
 
@@ -91,15 +113,22 @@ def compare(output_dir: str, limit: int | None) -> dict:
     table = read_raw_rows(output_dir, limit)
     tft_output = tft.TFTransformOutput(output_dir)
     served = serving_transform(tft_output, table)
+    unseen = unseen_label_rows(output_dir, manifest["label"], served, table.num_rows)
     keys = [str(key) for key in table.column(key_column).to_pylist()]
+    expected_keys = {key for key, dead in zip(keys, unseen, strict=True) if not dead}
     written = batch_examples(
-        output_dir, key_column, tft_output.transformed_feature_spec(), set(keys)
+        output_dir, key_column, tft_output.transformed_feature_spec(), expected_keys
     )
-    report = {"rows": len(keys), "missing_keys": len(set(keys) - set(written)), "features": {}}
+    report = {
+        "rows": len(keys),
+        "unseen_label_rows": int(unseen.sum()),
+        "missing_keys": len(expected_keys - set(written)),
+        "features": {},
+    }
     for name, values in served.items():
         max_difference, mismatches = 0.0, 0
         for index, key in enumerate(keys):
-            if key not in written:
+            if key not in written or unseen[index]:
                 continue
             expected = np.asarray(written[key][name], dtype=np.float64).reshape(-1)
             got = values[index].astype(np.float64).reshape(-1)
@@ -126,9 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, result in sorted(report["features"].items()):
         print(f"{name}: max |difference| {result['max_abs_difference']:.3g}, "
               f"{result['mismatches']} mismatches")  # fmt: skip
+    unseen = report["unseen_label_rows"]
     print(
         f"{report['rows']} rows checked, {report['missing_keys']} keys missing from the "
         f"examples, {report['mismatches']} mismatches"
+        + (f" ({unseen} rows of label classes train never saw: dead letters)" if unseen else "")
     )
     return 1 if report["mismatches"] or report["missing_keys"] else 0
 

@@ -33,6 +33,11 @@ _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 Name = Annotated[str, Field(pattern=_NAME_PATTERN, max_length=128)]
 
 
+# The column of the record key that the input adapters derive when the spec
+# declares no key_column (see DatasetSpec.record_key). No spec column may take it.
+RECORD_KEY = "__record_key__"
+
+
 class SpecError(ValueError):
     """A dataset spec is invalid. `problems` lists each one as 'path: message'."""
 
@@ -90,6 +95,9 @@ class Column(_Strict):
     allowed: list[str | int] | None = None
     # How to read timestamps written without an offset (IANA name).
     timezone: str = "UTC"
+    # Texts that mean missing in this column, besides the spec's top-level
+    # null_tokens and the empty field (compared with the whitespace-trimmed text).
+    null_tokens: list[str] = Field(default_factory=list)
     description: str = ""
 
     @property
@@ -98,7 +106,9 @@ class Column(_Strict):
 
 
 class Split(_Strict):
-    """Deterministic split by a stable fingerprint of `key` (default: the key column)."""
+    """Deterministic split by a stable fingerprint of `key` (default: the declared
+    key column; without one, of the whole record, so that identical rows land in
+    the same split)."""
 
     key: Name | None = None
     # Split name -> whole percentage. Must contain train and eval and add up to 100.
@@ -421,15 +431,38 @@ class Anomalies(_Strict):
     numeric_drift: float = Field(default=0.1, ge=0.0, le=1.0)
     # L-infinity distance between a categorical column's value frequencies, now and baseline.
     categorical_drift: float = Field(default=0.1, ge=0.0, le=1.0)
+    # How far a [0, 1]-scaled feature may go outside [0, 1] on a split it was not
+    # scaled on (eval, test), as a share of its train range, before that is an
+    # anomaly. Eval holds values train never saw, so a small excess is expected
+    # sampling (the bundled sample's eval reaches 1.002); 5% is a real shift.
+    out_of_range_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
+
+
+class LabelKind(enum.StrEnum):
+    REGRESSION = "regression"
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
 
 
 class DatasetSpec(_Strict):
     name: Name
     description: str = ""
     columns: list[Column] = Field(min_length=1)
-    timestamp_column: Name
-    key_column: Name
+    # The event time. Optional: without it there are no aggregates, and a
+    # streaming job takes each message's publish time as its event time.
+    timestamp_column: Name | None = None
+    # The record key. Optional: without it the input adapters derive one, in
+    # the column RECORD_KEY (see `record_key` and the README).
+    key_column: Name | None = None
+    # Texts that mean missing in every column, besides the empty field.
+    null_tokens: list[str] = Field(default_factory=list)
     label: Name
+    # What the label is (LabelKind); None: inferred from the label column (see
+    # `label_kind`). Read from the spec's `label_kind` key: the resolved value
+    # is the property of that name.
+    declared_label_kind: LabelKind | None = Field(default=None, alias="label_kind")
+    # Binary labels given as strings (or ints other than 0/1): the class that is 1.
+    positive_class: str | int | None = None
     split: Split = Field(default_factory=Split)
     aggregates: list[Aggregate] = Field(default_factory=list)
     derived: list[Derived] = Field(default_factory=list)
@@ -450,6 +483,15 @@ class DatasetSpec(_Strict):
     # Filled in by load_spec: hash of the file's canonical content, for the manifest.
     spec_hash: str = ""
 
+    @pydantic.field_validator("positive_class", mode="before")
+    @classmethod
+    def _positive_class_is_not_a_boolean(cls, value: Any) -> Any:
+        # YAML reads an unquoted yes/no/true/false as a boolean, which would
+        # silently become the int 1 or 0.
+        if isinstance(value, bool):
+            raise ValueError(f'{value} is a YAML boolean: quote the class, e.g. "yes"')
+        return value
+
     def column(self, name: str) -> Column:
         return self._columns_by_name()[name]
 
@@ -461,15 +503,53 @@ class DatasetSpec(_Strict):
         return [column.name for column in self.columns]
 
     @property
-    def split_key(self) -> str:
+    def record_key(self) -> str:
+        """The record key's column in validated rows: the declared key column, or
+        RECORD_KEY, the string key the input adapters derive without one."""
+        return self.key_column or RECORD_KEY
+
+    @property
+    def derives_record_key(self) -> bool:
+        return self.key_column is None
+
+    @property
+    def split_key(self) -> str | None:
+        """The column whose fingerprint splits rows; None: the whole record's."""
         return self.split.key or self.key_column
+
+    def missing_tokens(self, column: Column | str) -> frozenset[str]:
+        """The texts that mean missing in `column`: the empty field, the spec's
+        null_tokens and the column's own."""
+        if isinstance(column, str):
+            column = self.column(column)
+        return frozenset(["", *self.null_tokens, *column.null_tokens])
 
     @property
     def label_kind(self) -> str:
-        """'binary' for an int label allowed only 0 and 1, else 'regression'."""
+        """'regression', 'binary' or 'multiclass': the declared label_kind, else
+        inferred from the label column: float -> regression; int allowed only
+        0 and 1 -> binary; other int -> regression; string with a positive_class
+        -> binary; other string -> multiclass."""
+        if self.declared_label_kind is not None:
+            return self.declared_label_kind.value
         label = self.column(self.label)
-        binary = label.type is ColumnType.INT and label.allowed is not None
-        return "binary" if binary and set(label.allowed) <= {0, 1} else "regression"
+        if label.type is ColumnType.STRING:
+            return "binary" if self.positive_class is not None else "multiclass"
+        if label.type is ColumnType.INT and self.positive_class is None:
+            zero_one = label.allowed is not None and set(label.allowed) <= {0, 1}
+            return "binary" if zero_one else "regression"
+        if label.type is ColumnType.INT:
+            return "binary"
+        return "regression"
+
+    @property
+    def label_has_classes(self) -> bool:
+        """Whether the label's classes come from a vocabulary over train (a
+        multiclass label, or a binary one named by its positive_class), rather
+        than being the label's own number (regression, binary 0/1)."""
+        return self.label_kind == "multiclass" or (
+            self.label_kind == "binary" and self.positive_class is not None
+        )
 
     @property
     def split_names(self) -> list[str]:
@@ -503,6 +583,9 @@ def _check_references(spec: DatasetSpec) -> list[str]:
         if column.name in seen:
             problems.append(f"{where}: duplicate column name")
         seen.add(column.name)
+        if column.name == RECORD_KEY:
+            problems.append(f"{where}: the name is reserved for the derived record key")
+        problems.extend(f"{where}.{p}" for p in _null_token_problems(column.null_tokens))
         numeric = column.kind in _NUMERIC
         if (column.min is not None or column.max is not None) and not numeric:
             problems.append(f"{where}: min/max apply only to float and int columns")
@@ -524,6 +607,15 @@ def _check_references(spec: DatasetSpec) -> list[str]:
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
                 problems.append(f"{where}: unknown timezone '{column.timezone}'")
 
+    problems.extend(_null_token_problems(spec.null_tokens))
+    if spec.timestamp_column is None:
+        if spec.aggregates:
+            problems.append("aggregates: aggregates need an event time: set timestamp_column")
+        if spec.timestamp_attribute is not None:
+            problems.append(
+                "timestamp_attribute: it fills the timestamp column: set timestamp_column"
+            )
+
     def must_be_column(field: str, name: str, kinds: set[Kind] | None = None) -> Column | None:
         if name not in columns:
             hint = difflib.get_close_matches(name, columns, n=1)
@@ -536,13 +628,23 @@ def _check_references(spec: DatasetSpec) -> list[str]:
             problems.append(f"{field}: column '{name}' is {column.type.value}, expected {wanted}")
         return column
 
-    timestamp = must_be_column("timestamp_column", spec.timestamp_column, {Kind.TIMESTAMP})
-    key = must_be_column("key_column", spec.key_column, {Kind.STRING, Kind.INT})
-    label = must_be_column("label", spec.label, _NUMERIC)
+    timestamp = (
+        must_be_column("timestamp_column", spec.timestamp_column, {Kind.TIMESTAMP})
+        if spec.timestamp_column is not None
+        else None
+    )
+    key = (
+        must_be_column("key_column", spec.key_column, {Kind.STRING, Kind.INT})
+        if spec.key_column is not None
+        else None
+    )
+    label = must_be_column("label", spec.label, {Kind.FLOAT, Kind.INT, Kind.STRING})
+    if label is not None:
+        problems.extend(_label_problems(spec, label))
     for field, column in (("timestamp_column", timestamp), ("key_column", key), ("label", label)):
         if column is not None and not column.required:
             problems.append(f"{field}: column '{column.name}' must be required")
-    split_key = must_be_column("split.key", spec.split_key)
+    split_key = must_be_column("split.key", spec.split_key) if spec.split_key else None
     if split_key is not None and not split_key.required:
         problems.append(f"split.key: column '{split_key.name}' must be required")
 
@@ -574,9 +676,8 @@ def _check_references(spec: DatasetSpec) -> list[str]:
         elif aggregate.value is None:
             problems.append(f"{where}: {aggregate.agg.value} needs a 'value' column")
         else:
-            column = must_be_column(f"{where}.value", aggregate.value, _NUMERIC)
-            if column is not None and name_may_be_missing(column):
-                problems.append(f"{where}.value: column '{column.name}' may be missing")
+            # A missing value is skipped (SQL semantics), so an optional column is fine.
+            must_be_column(f"{where}.value", aggregate.value, _NUMERIC)
         if aggregate.window % aggregate.period:
             # Whole periods make [e - W, e) a union of complete period buckets, which
             # is what lets batch pre-aggregate per period and streaming use
@@ -608,7 +709,7 @@ def _check_references(spec: DatasetSpec) -> list[str]:
             problems.append(f"{where}: {derived.op.value} takes at least 2 inputs")
         available[derived.name] = Kind.FLOAT
 
-    reserved = {spec.label: "the label", spec.key_column: "the key column"}
+    reserved = {spec.label: "the label", spec.record_key: "the key column"}
     feature_names: set[str] = set()
     for i, feature in enumerate(spec.features):
         where = f"features[{i}] ({feature.name})"
@@ -674,6 +775,50 @@ def _check_references(spec: DatasetSpec) -> list[str]:
                 problems.append(f"{step_where}: min is greater than max")
             kind = step.output_kind(kind)
         available[feature.name] = kind
+    return problems
+
+
+def _label_problems(spec: DatasetSpec, label: Column) -> list[str]:
+    """label_kind and positive_class against the label column's type and values."""
+    kind, positive = spec.label_kind, spec.positive_class
+    where = f"label_kind: {kind} label '{label.name}' ({label.type.value})"
+    if kind == "regression" and label.type not in (ColumnType.FLOAT, ColumnType.INT):
+        return [f"{where}: a regression label must be float or int"]
+    if kind == "multiclass" and label.type not in (ColumnType.STRING, ColumnType.INT):
+        return [f"{where}: a multiclass label must be string or int"]
+    if kind != "binary":
+        if positive is not None:
+            return [f"positive_class: applies only to binary labels, the label is {kind}"]
+        return []
+    if label.type is ColumnType.FLOAT:
+        return [f"{where}: a binary label must be int 0/1, or string or int with positive_class"]
+    if positive is None:
+        if label.type is ColumnType.STRING:
+            return ["positive_class: a binary string label needs the class that is 1"]
+        if label.allowed is None or not set(label.allowed) <= {0, 1}:
+            return [f"{where}: an int binary label needs allowed: [0, 1], or a positive_class"]
+        return []
+    problems = _kind_value_problems(label.kind, positive)
+    if problems:
+        return [f"positive_class: {p} (the label column is {label.type.value})" for p in problems]
+    if label.allowed is not None:
+        if positive not in label.allowed:
+            problems.append(f"positive_class: {positive!r} is not in the label's allowed values")
+        if len(set(label.allowed)) != 2:
+            problems.append(
+                f"{where}: a binary label takes two values, allowed lists {len(label.allowed)}"
+            )
+    return problems
+
+
+def _null_token_problems(tokens: list[str]) -> list[str]:
+    problems = []
+    for token in tokens:
+        if not token.strip():
+            problems.append(f"null_tokens: {token!r}: the empty field always means missing")
+        elif token != token.strip():
+            # Fields are compared after trimming, so such a token could never match.
+            problems.append(f"null_tokens: {token!r} has leading or trailing whitespace")
     return problems
 
 
@@ -748,8 +893,22 @@ def parse_spec(document: Any, source: str = "<spec>") -> DatasetSpec:
     problems = _check_references(spec)
     if problems:
         raise SpecError(source, problems)
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    canonical = json.dumps(_canonical_content(spec), sort_keys=True)
     return spec.model_copy(update={"spec_hash": hashlib.sha256(canonical.encode()).hexdigest()})
+
+
+def _canonical_content(spec: DatasetSpec) -> dict:
+    """The spec's content for its hash. Fields added after a spec was written
+    are left out while they hold their default, so that such a spec keeps its
+    hash (a streaming job compares it with the batch run's)."""
+    content = spec.model_dump(mode="json")
+    for absent_by_default in ("null_tokens", "declared_label_kind", "positive_class"):
+        if not content[absent_by_default]:
+            del content[absent_by_default]
+    for column in content["columns"]:
+        if not column["null_tokens"]:
+            del column["null_tokens"]
+    return content
 
 
 def load_spec(path: str) -> DatasetSpec:

@@ -5,8 +5,9 @@
 Reads OUTPUT/manifest.json and every OUTPUT/raw_features/*/*.parquet file, then
 recomputes each aggregate listed in the manifest row by row, straight from the
 definition (rows of the same key with event time in [e - W, e), where
-e = floor(t / P) * P), and counts mismatches: counts must be exact, other values
-within 1e-6 relative. Exits 1 on any mismatch.
+e = floor(t / P) * P; sum, mean, min and max skip missing values, as SQL does,
+and give the default when no value is left), and counts mismatches: counts must
+be exact, other values within 1e-6 relative. Exits 1 on any mismatch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 
@@ -26,7 +28,8 @@ def reference_values(table: pa.Table, timestamp_column: str, aggregate: dict) ->
     times = table.column(timestamp_column).to_numpy()
     keys = list(zip(*(table.column(k).to_pylist() for k in aggregate["key"]), strict=True))
     values = (
-        table.column(aggregate["value"]).to_numpy().astype(np.float64)
+        # NaN where missing: the validator lets no NaN through as a value.
+        pc.cast(table.column(aggregate["value"]), pa.float64()).to_numpy().astype(np.float64)
         if aggregate["value"]
         else None
     )
@@ -41,18 +44,20 @@ def reference_values(table: pa.Table, timestamp_column: str, aggregate: dict) ->
         for row in members:
             end = (times[row] // period) * period
             inside = members[(member_times >= end - window) & (member_times < end)]
-            if len(inside) == 0:
+            if aggregate["agg"] == "count":
+                result[row] = len(inside) if len(inside) else aggregate["default"]
+                continue
+            present = values[inside][~np.isnan(values[inside])]
+            if len(present) == 0:
                 result[row] = aggregate["default"]
-            elif aggregate["agg"] == "count":
-                result[row] = len(inside)
             elif aggregate["agg"] == "sum":
-                result[row] = values[inside].sum()
+                result[row] = present.sum()
             elif aggregate["agg"] == "mean":
-                result[row] = values[inside].mean()
+                result[row] = present.mean()
             elif aggregate["agg"] == "min":
-                result[row] = values[inside].min()
+                result[row] = present.min()
             else:
-                result[row] = values[inside].max()
+                result[row] = present.max()
     return result
 
 

@@ -94,8 +94,13 @@ def brute_force(rows: list[dict], aggregate) -> dict[str, float]:
             if all(other[k] == row[k] for k in aggregate.key)
             and end - window <= other["when"] < end
         ]
-        values = [other[aggregate.value] for other in seen] if aggregate.value else []
-        if not seen:
+        # SQL semantics: sum, mean, min and max skip missing values; count counts rows.
+        values = (
+            [other[aggregate.value] for other in seen if other[aggregate.value] is not None]
+            if aggregate.value
+            else []
+        )
+        if not seen or (aggregate.agg != "count" and not values):
             result[row["id"]] = aggregate.default
         elif aggregate.agg == "count":
             result[row["id"]] = len(seen)
@@ -354,3 +359,86 @@ def test_aggregate_value_must_be_numeric():
     aggregate = {**ALL_AGGREGATES[1], "value": "zone"}
     with pytest.raises(SpecError, match="column 'zone' is string, expected float or int"):
         make_spec([aggregate])
+
+
+# --- missing values (issue 18) ---------------------------------------------------
+
+
+def make_optional_value_spec():
+    """ALL_AGGREGATES, but over `tip`, an optional column without a default."""
+    aggregates = [dict(a, value="tip") if "value" in a else a for a in ALL_AGGREGATES]
+    return minimal_spec(
+        name="events",
+        columns=[
+            {"name": "id", "type": "string"},
+            {"name": "when", "type": "timestamp"},
+            {"name": "zone", "type": "string"},
+            {"name": "vendor", "type": "int"},
+            {"name": "fare", "type": "float"},
+            {"name": "tip", "type": "float", "required": False},
+        ],
+        label="fare",
+        aggregates=aggregates,
+        features=[{"name": "fare_z", "source": "fare", "transform": "scale_to_z_score"}],
+    )
+
+
+def rows_with_missing_tips(seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = random_rows(300, seed)
+    for row in rows:
+        row["tip"] = None if rng.random() < 0.4 else round(rng.uniform(0, 20), 2)
+    # An entity whose only earlier rows have no tip: sum/mean/min/max give the default.
+    start = 1_735_689_600
+    rows.append({"id": "dry1", "when": start, "zone": "dry", "vendor": 7, "fare": 5.0, "tip": None})
+    rows.append(
+        {"id": "dry2", "when": start + HOUR, "zone": "dry", "vendor": 7, "fare": 6.0, "tip": 1.0}
+    )
+    return rows
+
+
+def test_aggregates_skip_missing_values_like_sql_and_match_brute_force():
+    spec = make_optional_value_spec()
+    rows = rows_with_missing_tips(seed=5)
+    joined = run_join(spec, to_batches(rows, spec, batch_size=64))
+    assert_matches_reference(spec, rows, joined)
+    # dry2 sees one earlier row (dry1), which has no tip: rows counted, values skipped.
+    assert joined["dry2"]["zone_count_1h"] == 1
+    assert joined["dry2"]["zone_mean_3h"] == -1.0  # the default, not 0 / 1 or NaN
+    assert joined["dry2"]["pair_max_1d"] == 0.0
+
+
+def test_a_window_of_only_missing_values_gives_the_default():
+    spec = make_optional_value_spec()
+    (mean,) = [a for a in spec.aggregates if a.agg == "mean"]
+    from transforms.aggregates import window_values
+
+    stats = PeriodStats.from_rows(np.array([0, 1, 1]), {"tip": np.array([np.nan, np.nan, 4.0])})
+    assert stats.counts.tolist() == [1, 2]
+    assert stats.present["tip"].tolist() == [0, 1]
+    # Period 2 sees periods 0 and 1 (window 3h = 36 periods): one value, 4.0.
+    assert window_values(stats, np.array([1, 2]), mean).tolist() == [-1.0, 4.0]
+
+
+def test_streaming_period_stats_skip_missing_values_as_batch_does():
+    from transforms.live_aggregates import RowsToPeriodStats
+
+    spec = make_optional_value_spec()
+    group = next(g for g in group_aggregates(spec) if g.value_columns)
+    rows = [
+        {"when": 0, "tip": None},
+        {"when": 10, "tip": 2.5},
+        {"when": 4000, "tip": None},
+    ]
+    combine = RowsToPeriodStats(group, "when")
+    accumulator = combine.create_accumulator()
+    for row in rows:
+        accumulator = combine.add_input(accumulator, row)
+    live = combine.extract_output(accumulator)
+    periods = np.array([row["when"] // group.period_seconds for row in rows])
+    batch = PeriodStats.from_rows(periods, {"tip": np.array([np.nan, 2.5, np.nan])})
+    for field in ("periods", "counts"):
+        assert getattr(live, field).tolist() == getattr(batch, field).tolist()
+    for field in ("sums", "mins", "maxs", "present"):
+        assert getattr(live, field)["tip"].tolist() == getattr(batch, field)["tip"].tolist()
+    assert live.present["tip"].tolist() == [1, 0]

@@ -133,6 +133,50 @@ def test_a_scaled_feature_outside_0_1_on_eval_is_out_of_range():
     assert found == {("eval", 1.35, 1.0), ("test", -0.5, 0.0)}
 
 
+def scaled_statistics(eval_values: list[float], train_values=(0.0, 0.4, 1.0)) -> dict:
+    kinds = {"fare_scaled": "numeric"}
+    return {
+        "train": statistics({"fare_scaled": pa.array(list(train_values))}, kinds),
+        "eval": statistics({"fare_scaled": pa.array(eval_values)}, kinds),
+    }
+
+
+def out_of_range(transformed: dict, thresholds: AnomalyThresholds) -> set:
+    raw = statistics({"fare": pa.array([3.0, 5.0])}, {"fare": "numeric"})
+    anomalies = find_anomalies(raw, transformed, {}, thresholds, scaled_features=["fare_scaled"])
+    return {(a["split"], a["value"]) for a in of_kind(anomalies, "out_of_range")}
+
+
+def test_eval_may_exceed_0_1_by_the_tolerance_but_not_more():
+    # The bundled sample's eval reaches 1.00204: sampling, not a shift.
+    assert out_of_range(scaled_statistics([-0.03, 0.5, 1.00204]), AnomalyThresholds()) == set()
+    assert out_of_range(scaled_statistics([0.5, 1.05]), AnomalyThresholds()) == set()
+    # A real shift: eval reaches past train's range by a fifth of it.
+    assert out_of_range(scaled_statistics([-0.2, 1.2]), AnomalyThresholds()) == {
+        ("eval", -0.2),
+        ("eval", 1.2),
+    }
+    strict = AnomalyThresholds(out_of_range_tolerance=0.0)
+    assert out_of_range(scaled_statistics([0.5, 1.00204]), strict) == {("eval", 1.00204)}
+
+
+def test_the_tolerance_does_not_apply_to_the_split_that_was_scaled():
+    # Train defines the range: any value of train outside [0, 1] is a bug in the graph.
+    transformed = scaled_statistics([0.5], train_values=[0.0, 1.01])
+    assert out_of_range(transformed, AnomalyThresholds()) == {("train", 1.01)}
+    # ...but float32 rounding a few ulps outside is not.
+    transformed = scaled_statistics([0.5], train_values=[-1e-8, 1.0 + 1e-8])
+    assert out_of_range(transformed, AnomalyThresholds()) == set()
+
+
+def test_the_tolerance_is_read_from_the_spec():
+    spec = parse_spec({**ZONES_SPEC_DOCUMENT, "anomalies": {"out_of_range_tolerance": 0.2}})
+    assert AnomalyThresholds.from_spec(spec).out_of_range_tolerance == 0.2
+    assert AnomalyThresholds.from_spec(parse_spec(ZONES_SPEC_DOCUMENT)).out_of_range_tolerance == (
+        0.05
+    )
+
+
 def test_a_constant_and_an_always_missing_feature_are_found():
     rows = 50
     raw = statistics(
@@ -241,11 +285,11 @@ def test_every_anomaly_has_the_documented_keys_and_one_sentence():
 
 def test_thresholds_come_from_the_spec_with_defaults():
     spec = parse_spec(ZONES_SPEC_DOCUMENT)
-    assert AnomalyThresholds.from_spec(spec) == AnomalyThresholds(0.01, 0.1, 0.1)
+    assert AnomalyThresholds.from_spec(spec) == AnomalyThresholds(0.01, 0.1, 0.1, 0.05)
     tuned = parse_spec(
         {**ZONES_SPEC_DOCUMENT, "anomalies": {"max_oov_rate": 0.05, "numeric_drift": 0.2}}
     )
-    assert AnomalyThresholds.from_spec(tuned) == AnomalyThresholds(0.05, 0.2, 0.1)
+    assert AnomalyThresholds.from_spec(tuned) == AnomalyThresholds(0.05, 0.2, 0.1, 0.05)
     # Thresholds judge statistics and change no output, so they leave the spec hash alone.
     assert tuned.spec_hash == spec.spec_hash
 

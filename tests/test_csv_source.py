@@ -12,7 +12,14 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.support import test_pipeline
-from transforms.csv_source import ByteRange, ReadCsvLineBatches, plan_ranges, read_line_range
+from transforms.csv_source import (
+    ByteRange,
+    ReadCsvLineBatches,
+    join_quoted_newlines_with_offsets,
+    plan_ranges,
+    read_line_range,
+    read_line_range_with_offsets,
+)
 
 
 def test_reads_plain_and_gzip_lines_as_bytes_with_their_file(tmp_path):
@@ -21,20 +28,21 @@ def test_reads_plain_and_gzip_lines_as_bytes_with_their_file(tmp_path):
     files = [
         (str(tmp_path / name), (tmp_path / name).stat().st_size) for name in ("a.csv", "b.csv.gz")
     ]
+    # With each line's byte offset in the decompressed file: a derived record key.
     expected = [
-        ("a.csv", b"h1,h2\r"),
-        ("a.csv", b"1,caf\xe9\r"),
-        ("a.csv", b"2,b\r"),
-        ("b.csv.gz", b"h1,h2"),
-        ("b.csv.gz", b"3,c"),
-        ("b.csv.gz", b"4,d"),
+        ("a.csv", b"h1,h2\r", 0),
+        ("a.csv", b"1,caf\xe9\r", 7),
+        ("a.csv", b"2,b\r", 15),
+        ("b.csv.gz", b"h1,h2", 0),
+        ("b.csv.gz", b"3,c", 6),
+        ("b.csv.gz", b"4,d", 10),
     ]
     with test_pipeline() as p:
         lines = (
             p
             | ReadCsvLineBatches(files, range_bytes=4, batch_lines=2)
             | beam.FlatMap(lambda batch: batch)
-            | beam.MapTuple(lambda path, line: (path.rsplit("/", 1)[1], line))
+            | beam.MapTuple(lambda path, line, offset: (path.rsplit("/", 1)[1], line, offset))
         )
         assert_that(lines, equal_to(expected))
 
@@ -96,3 +104,45 @@ def test_batches_hold_at_most_batch_lines():
     data = b"".join(b"%d\n" % i for i in range(10))
     sizes = [len(batch) for batch in read_line_range(io.BytesIO(data), 0, None, 4)]
     assert sizes == [4, 4, 2]
+
+
+def _offsets_of(data: bytes) -> list[int]:
+    """The reference: where each line of _lines_of(data) starts."""
+    offsets, position = [], 0
+    for line in _lines_of(data):
+        offsets.append(position)
+        position += len(line) + 1
+    return offsets
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_any_cut_into_ranges_gives_every_line_its_offset_in_the_file(seed):
+    rng = random.Random(seed)
+    for _ in range(300):
+        lines = [
+            bytes(rng.choice(b"ab\r,") for _ in range(rng.randint(0, 12)))
+            for _ in range(rng.randint(0, 30))
+        ]
+        data = b"\n".join(lines) + (b"\n" if rng.random() < 0.5 else b"")
+        range_bytes, chunk_bytes = rng.randint(1, 20), rng.randint(1, 7)
+        read = []
+        for byte_range in plan_ranges([("x.csv", len(data))], range_bytes):
+            for batch, offsets in read_line_range_with_offsets(
+                io.BytesIO(data), byte_range.start, byte_range.end, rng.randint(1, 5), chunk_bytes
+            ):
+                read.extend(zip(batch, offsets, strict=True))
+        assert read == list(zip(_lines_of(data), _offsets_of(data), strict=True)), (
+            data,
+            range_bytes,
+        )
+
+
+def test_a_record_with_quoted_newlines_takes_its_first_lines_offset():
+    data = b'a,1\n"x\ny",2\nb,3\n'
+    batches = read_line_range_with_offsets(io.BytesIO(data), 0, None, 2)
+    joined = [
+        pair
+        for records, offsets in join_quoted_newlines_with_offsets(batches)
+        for pair in zip(records, offsets, strict=True)
+    ]
+    assert joined == [(b"a,1", 0), (b'"x\ny",2', 4), (b"b,3", 12)]

@@ -308,25 +308,6 @@ def test_days_from_civil_inverts_civil_from_days():
     np.testing.assert_array_equal(days_from_civil(year, month, day, np.where), days)
 
 
-def test_graph_timestamp_parsing_agrees_with_the_batch_validator():
-    import random
-
-    import tensorflow as tf
-
-    from transforms.preprocessing import parse_utc_timestamp
-    from transforms.validation import parse_timestamp_text
-
-    rng = random.Random(0)
-    texts = []
-    for _ in range(500):
-        moment = dt.datetime.fromtimestamp(rng.randrange(-2_000_000_000, 4_000_000_000), dt.UTC)
-        form = rng.choice(["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S UTC"])
-        texts.append(moment.strftime(form))
-    expected = [parse_timestamp_text(text, dt.UTC) for text in texts]
-    got = parse_utc_timestamp(tf.constant(texts)).numpy().tolist()
-    assert got == expected
-
-
 def test_a_raising_preprocessing_fn_is_named_with_its_inputs():
     import tensorflow as tf
 

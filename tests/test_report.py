@@ -282,6 +282,38 @@ def test_summary_shows_inputs_counts_wall_time_and_throughput(output_dir):
         assert expected in summary, expected
 
 
+def rewrite_manifest(output_dir, **changes) -> None:
+    manifest = json.loads((output_dir / "manifest.json").read_text())
+    manifest.update(changes)
+    (output_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_summary_names_the_record_key_and_event_time_and_flags_duplicate_keys(output_dir):
+    rewrite_manifest(
+        output_dir,
+        key_column="trip_id",
+        record_key="declared",
+        timestamp_column="pickup_datetime",
+        duplicate_keys={"count": 2, "rows": 5, "examples": [{"key": "<t1>", "rows": 3}]},
+    )
+    page, sections = parse(render_report(str(output_dir)))
+    summary = squashed(sections.text["summary"])
+    assert "record key trip_id event time pickup_datetime" in summary
+    assert "is not unique: 2 values are held by 5 rows" in summary
+    assert "&lt;t1&gt;" in page and "<t1>" not in page
+
+
+def test_summary_shows_a_derived_key_and_no_event_time_and_no_duplicates(output_dir):
+    rewrite_manifest(
+        output_dir, key_column="__record_key__", record_key="derived", timestamp_column=None
+    )
+    _, sections = parse(render_report(str(output_dir)))
+    summary = squashed(sections.text["summary"])
+    assert "record key __record_key__ (derived: no key column declared)" in summary
+    assert "event time none" in summary
+    assert "Duplicate keys" not in summary
+
+
 def test_dead_letters_are_grouped_by_reason_prefix(output_dir):
     # The manifest lists the file under the run's own root; the report finds it below OUT.
     _, sections = parse(render_report(str(output_dir)))

@@ -4,8 +4,8 @@
 
 Reads OUT/raw_features/<split>/*.parquet (a run made with --write_raw_features)
 and prints one JSON object of raw columns per line, as a client would send them:
-the label left out, the timestamp as 'YYYY-MM-DD HH:MM:SS UTC' text, and an empty
-string for a missing optional string.
+the label and a derived record key left out, the timestamp (if the spec has
+one) as 'YYYY-MM-DD HH:MM:SS UTC' text, and a missing optional value as null.
 """
 
 from __future__ import annotations
@@ -29,12 +29,16 @@ def raw_instances(data_dir: str, split: str, limit: int) -> list[dict]:
     if not paths:
         raise FileNotFoundError(f"{data_dir}/raw_features/{split} has no Parquet files")
     table = pa.concat_tables([pq.read_table(path) for path in paths]).slice(0, limit)
+    timestamp_column = manifest.get("timestamp_column")
     instances = []
     for row in table.to_pylist():
         row.pop(manifest["label"])
-        moment = dt.datetime.fromtimestamp(row[manifest["timestamp_column"]], dt.UTC)
-        row[manifest["timestamp_column"]] = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
-        instances.append({k: "" if v is None else v for k, v in row.items()})
+        if manifest.get("record_key") == "derived":
+            row.pop(manifest["key_column"], None)
+        if timestamp_column is not None:
+            moment = dt.datetime.fromtimestamp(row[timestamp_column], dt.UTC)
+            row[timestamp_column] = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+        instances.append(row)
     return instances
 
 

@@ -5,9 +5,11 @@
 Checkpoints to M/checkpoint.keras after every --steps_per_checkpoint steps and
 resumes from it when run again (training stops at --train_steps in total).
 Writes TensorBoard summaries to M/logs/, evaluates on the eval split, writes
-M/metrics.json with the eval loss, RMSE (or AUC) and the same metric for a
-constant baseline (the train mean, or the train prior for a binary label), and
-exports the serving model, raw features in, to M/export/ (see trainer.export).
+M/metrics.json with the eval loss and metrics (regression: RMSE; binary: AUC,
+log-loss and accuracy; multiclass: accuracy and log-loss) next to the same
+metrics of a constant baseline fitted on train (the mean; the prior; the class
+prior, whose majority class it predicts), and exports the serving model, raw
+features in, to M/export/ (see trainer.export).
 """
 
 from __future__ import annotations
@@ -25,20 +27,50 @@ from trainer.model import DataDirError, build_model, load_run, make_dataset
 CHECKPOINT_NAME = "checkpoint.keras"
 
 
-def baseline_metrics(run) -> dict:
-    """Metric of predicting the train mean (regression) or prior (binary) everywhere."""
+# Probabilities are clipped as Keras' cross-entropy clips them, so that the
+# baseline's log-loss and the model's are the same measure.
+_EPSILON = 1e-7
+
+
+def _labels(run, split: str):
     import numpy as np
 
-    labels = np.concatenate(
-        [y.numpy() for _, y in make_dataset(run, "train", 4096, shuffle=False, repeat=False)]
-    )
-    constant = float(labels.mean())
-    eval_labels = np.concatenate(
-        [y.numpy() for _, y in make_dataset(run, "eval", 4096, shuffle=False, repeat=False)]
-    )
-    if run.binary:
-        # A constant score ranks nothing: its AUC is 0.5 by definition.
-        return {"baseline_prediction": constant, "baseline_auc": 0.5}
+    batches = make_dataset(run, split, 4096, shuffle=False, repeat=False)
+    return np.concatenate([y.numpy() for _, y in batches])
+
+
+def baseline_metrics(run) -> dict:
+    """The eval metrics of a constant prediction fitted on train: the mean
+    (regression), the prior (binary), the class prior (multiclass)."""
+    train, eval_labels = _labels(run, "train"), _labels(run, "eval")
+    return constant_baseline(run.label_kind, train, eval_labels, run.label_classes)
+
+
+def constant_baseline(label_kind: str, train, eval_labels, class_names=()) -> dict:
+    """Metrics on `eval_labels` of the constant prediction fitted on `train`
+    (multiclass: class ids, `class_names` in id order)."""
+    import numpy as np
+
+    if label_kind == "multiclass":
+        prior = np.bincount(train.astype(np.int64), minlength=len(class_names)) / len(train)
+        majority = int(np.argmax(prior))
+        probabilities = np.clip(prior[eval_labels.astype(np.int64)], _EPSILON, 1 - _EPSILON)
+        return {
+            "baseline_class": class_names[majority] if class_names else majority,
+            "baseline_accuracy": float(np.mean(eval_labels == majority)),
+            "baseline_log_loss": float(-np.mean(np.log(probabilities))),
+        }
+    constant = float(train.mean())
+    if label_kind == "binary":
+        prior = min(max(constant, _EPSILON), 1 - _EPSILON)
+        log_loss = -np.mean(eval_labels * np.log(prior) + (1 - eval_labels) * np.log(1 - prior))
+        return {
+            "baseline_prediction": constant,
+            # A constant score ranks nothing: its AUC is 0.5 by definition.
+            "baseline_auc": 0.5,
+            "baseline_log_loss": float(log_loss),
+            "baseline_accuracy": float(np.mean(eval_labels == (constant >= 0.5))),
+        }
     rmse = float(np.sqrt(np.mean((eval_labels - constant) ** 2)))
     return {"baseline_prediction": constant, "baseline_rmse": rmse}
 

@@ -37,7 +37,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from schemas.spec import DatasetSpec
-from transforms.messages import row_to_json
+from transforms.messages import event_time_column, row_to_json
 from transforms.validation import dead_letter
 
 DEFAULT_ADMISSION_SECONDS = 60
@@ -121,7 +121,7 @@ class AdmitOnTime(beam.PTransform):
             rows
             | "ShiftByLateness"
             >> beam.Map(
-                _shift_for_admission, spec.key_column, spec.timestamp_column, self._lateness
+                _shift_for_admission, spec.record_key, event_time_column(spec), self._lateness
             )
             | "AdmissionWindows"
             >> beam.WindowInto(
@@ -133,6 +133,6 @@ class AdmitOnTime(beam.PTransform):
             | "GroupByWindow" >> beam.GroupByKey()
             | "SortByPaneTiming"
             >> beam.ParDo(
-                _SortByPaneTimingDoFn(spec.timestamp_column, self._lateness)
+                _SortByPaneTimingDoFn(event_time_column(spec), self._lateness)
             ).with_outputs(LATE_TAG, main="admitted")
         )

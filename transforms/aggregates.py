@@ -24,6 +24,13 @@ periods, which is why they agree.
 
 The per-period statistics (count, and sum/min/max of each value column) and the
 final formula (`finalize`) are shared by both paths.
+
+Missing values (an optional value column without a default) are skipped, as
+SQL's AVG, SUM, MIN and MAX skip NULL: each period also counts the values that
+are present, `mean` divides by that count, and a window without any present
+value gives the aggregate's default, as an empty window does. `count` counts
+rows, whatever their values. Both paths hand missing values to PeriodStats as
+NaN, which no valid value can be (the validator rejects non-finite numbers).
 """
 
 from __future__ import annotations
@@ -88,8 +95,9 @@ def group_aggregates(spec: DatasetSpec) -> list[AggregateGroup]:
 class PeriodStats:
     """Statistics per period index, sorted by period, without duplicates.
 
-    `sums`, `mins` and `maxs` map each value column to an array aligned with
-    `periods`.
+    `counts` counts rows. `sums`, `mins`, `maxs` and `present` (how many rows
+    hold a value) map each value column to an array aligned with `periods`;
+    missing values are left out of all four.
     """
 
     periods: np.ndarray
@@ -97,19 +105,25 @@ class PeriodStats:
     sums: dict[str, np.ndarray]
     mins: dict[str, np.ndarray]
     maxs: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
 
     @classmethod
     def from_rows(cls, periods: np.ndarray, values: dict[str, np.ndarray]) -> PeriodStats:
+        """From each row's period and value columns, NaN where a value is missing."""
         unique, inverse = np.unique(periods, return_inverse=True)
         size = len(unique)
-        sums, mins, maxs = {}, {}, {}
+        sums, mins, maxs, present = {}, {}, {}, {}
         for name, column in values.items():
-            sums[name] = np.bincount(inverse, weights=column, minlength=size)
+            has_value = ~np.isnan(column)
+            sums[name] = np.bincount(
+                inverse, weights=np.where(has_value, column, 0.0), minlength=size
+            )
             mins[name] = np.full(size, np.inf)
-            np.minimum.at(mins[name], inverse, column)
+            np.minimum.at(mins[name], inverse, np.where(has_value, column, np.inf))
             maxs[name] = np.full(size, -np.inf)
-            np.maximum.at(maxs[name], inverse, column)
-        return cls(unique, np.bincount(inverse, minlength=size), sums, mins, maxs)
+            np.maximum.at(maxs[name], inverse, np.where(has_value, column, -np.inf))
+            present[name] = np.bincount(inverse, weights=has_value, minlength=size).astype(np.int64)
+        return cls(unique, np.bincount(inverse, minlength=size), sums, mins, maxs, present)
 
     @classmethod
     def merge(cls, parts: Sequence[PeriodStats]) -> PeriodStats:
@@ -121,16 +135,19 @@ class PeriodStats:
         counts = np.bincount(
             inverse, weights=np.concatenate([p.counts for p in parts]), minlength=size
         )
-        sums, mins, maxs = {}, {}, {}
+        sums, mins, maxs, present = {}, {}, {}, {}
         for name in parts[0].sums:
             sums[name] = np.bincount(
                 inverse, weights=np.concatenate([p.sums[name] for p in parts]), minlength=size
             )
+            present[name] = np.bincount(
+                inverse, weights=np.concatenate([p.present[name] for p in parts]), minlength=size
+            ).astype(np.int64)
             mins[name] = np.full(size, np.inf)
             np.minimum.at(mins[name], inverse, np.concatenate([p.mins[name] for p in parts]))
             maxs[name] = np.full(size, -np.inf)
             np.maximum.at(maxs[name], inverse, np.concatenate([p.maxs[name] for p in parts]))
-        return cls(unique, counts.astype(np.int64), sums, mins, maxs)
+        return cls(unique, counts.astype(np.int64), sums, mins, maxs, present)
 
     def select(self, mask: np.ndarray) -> PeriodStats:
         return PeriodStats(
@@ -139,11 +156,14 @@ class PeriodStats:
             {k: v[mask] for k, v in self.sums.items()},
             {k: v[mask] for k, v in self.mins.items()},
             {k: v[mask] for k, v in self.maxs.items()},
+            {k: v[mask] for k, v in self.present.items()},
         )
 
 
 def finalize(aggregate: Aggregate, count, total, low, high):
     """The aggregate's value from window statistics; `default` where count is 0.
+    `count` is what the aggregate counts: rows for `count`, present values of
+    its value column for the others.
 
     Works on scalars and NumPy arrays alike, so batch and streaming share it.
     """
@@ -178,7 +198,10 @@ def window_values(
     n = aggregate.window_seconds // aggregate.period_seconds
     low = np.searchsorted(stats.periods, query_periods - n, side="left")
     high = np.searchsorted(stats.periods, query_periods, side="left")
-    counts = _range_reduce(np.add, stats.counts, low, high, 0)
+    if aggregate.agg is AggregateFunction.COUNT:
+        counts = _range_reduce(np.add, stats.counts, low, high, 0)
+    else:
+        counts = _range_reduce(np.add, stats.present[aggregate.value], low, high, 0)
     totals = lows = highs = None
     if aggregate.agg in (AggregateFunction.SUM, AggregateFunction.MEAN):
         totals = _range_reduce(np.add, stats.sums[aggregate.value], low, high, 0.0)
@@ -246,10 +269,7 @@ class _BlockStatsDoFn(beam.DoFn):
     def process(self, batch: pa.RecordBatch) -> Iterable:
         group = self._group
         grouped = EntityBlocks.of(batch, group, self._timestamp_column)
-        values = {
-            name: batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
-            for name in group.value_columns
-        }
+        values = {name: missing_as_nan(batch.column(name)) for name in group.value_columns}
         spill_start = group.block_periods - group.max_window_periods
         for (entity, block), rows in grouped.segments:
             stats = PeriodStats.from_rows(
@@ -259,6 +279,11 @@ class _BlockStatsDoFn(beam.DoFn):
             tail = stats.periods - block * group.block_periods >= spill_start
             if tail.any():
                 yield (entity, block + 1), stats.select(tail)
+
+
+def missing_as_nan(column: pa.Array) -> np.ndarray:
+    """A numeric column as float64, NaN where the value is missing."""
+    return pc.cast(column, pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
 
 
 class MergePeriodStats(beam.CombineFn):

@@ -7,6 +7,11 @@ so no Python dict per row is ever built. The analysis runs on the train split
 only, and the one resulting transform_fn transforms every split, all splits in
 one pass: each row carries its split's index through tf.Transform as a second
 passthrough column, and the transformed batches are partitioned by it again.
+
+A label with classes (multiclass, or binary with a positive_class) gets its
+classes from train; a row of another split whose class train never saw cannot
+be trained or scored on, so it becomes a dead letter naming the class (its raw
+label travels as a third passthrough column, LABEL_PASSTHROUGH, for that).
 """
 
 from __future__ import annotations
@@ -18,19 +23,28 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 
 from schemas.spec import DatasetSpec
 from transforms.progress import PhaseProgress
+from transforms.records import DEAD_LETTER_TAG, dead_letter
 from transforms.spill import ReadSpillFiles, WriteSpillFiles
+from transforms.validation import METRICS_NAMESPACE
 
 # tf.Transform refuses passthrough columns that are also graph inputs, and the key
 # column is a raw column, so it travels under this name and gets its own back in
 # the encoded examples.
-PASSTHROUGH_KEY = "__record_key__"
+PASSTHROUGH_KEY = "__passthrough_key__"
 # The split index (position in spec.split_names) of each row, carried through the
 # transform like the key, so one transform stage serves every split: each stage
 # costs a transform_fn load and a runner round trip, which dominated small splits.
 SPLIT_COLUMN = "__split__"
+# The raw label of every row, for the dead letter of a class train never saw;
+# a passthrough for the same reason as the key.
+LABEL_PASSTHROUGH = "__raw_label__"
+# Counter (namespace 'input', like the validator's) of those dead letters, and
+# their key in the run's counts.
+UNSEEN_LABEL_CLASSES = "unseen_label_classes"
 # Rows per batch into the transform. Each batch costs a TF graph call whatever its
 # size, and splitting rows leaves small eval and test batches, which transformed
 # at half the rows/s of train; rows of all splits share batches here.
@@ -54,8 +68,12 @@ class AnalyzeAndTransformResult(NamedTuple):
     # list per batch (for transforms.tfrecords.WriteTFRecordBatches).
     examples: dict[str, beam.PCollection]
     # {split: PCollection[pa.RecordBatch]} of the transformed features, the record
-    # key included as PASSTHROUGH_KEY (for statistics).
+    # key included as PASSTHROUGH_KEY (for statistics). Rows that became dead
+    # letters are not in them: count a split's rows here.
     transformed_batches: dict[str, beam.PCollection]
+    # PCollection[dict] of dead letters (transforms.records.dead_letter): the rows
+    # whose label class train never saw (always empty for a label without classes).
+    dead_letter: beam.PCollection
 
 
 def tfxio_arrow_schema(spec: DatasetSpec, with_split: bool = False) -> pa.Schema:
@@ -64,14 +82,23 @@ def tfxio_arrow_schema(spec: DatasetSpec, with_split: bool = False) -> pa.Schema
     from transforms.validation import rows_schema
 
     fields = []
-    for field in rows_schema(spec):
-        value_type = _tfxio_value_type(field.type)
-        fields.append(pa.field(field.name, pa.large_list(value_type)))
-    key_type = _tfxio_value_type(rows_schema(spec).field(spec.key_column).type)
-    fields.append(pa.field(PASSTHROUGH_KEY, pa.large_list(key_type)))
+    rows = rows_schema(spec)
+    for field in rows:
+        fields.append(pa.field(field.name, pa.large_list(_tfxio_value_type(field.type))))
+    for name, source in passthrough_sources(spec).items():
+        value_type = _tfxio_value_type(rows.field(source).type)
+        fields.append(pa.field(name, pa.large_list(value_type)))
     if with_split:
         fields.append(pa.field(SPLIT_COLUMN, pa.large_list(pa.int64())))
     return pa.schema(fields)
+
+
+def passthrough_sources(spec: DatasetSpec) -> dict[str, str]:
+    """Passthrough column -> the validated rows' column it copies."""
+    sources = {PASSTHROUGH_KEY: spec.record_key}
+    if spec.label_has_classes:
+        sources[LABEL_PASSTHROUGH] = spec.label
+    return sources
 
 
 def _tfxio_value_type(arrow_type: pa.DataType) -> pa.DataType:
@@ -91,12 +118,15 @@ def to_list_array(values: pa.Array, value_type: pa.DataType) -> pa.Array:
     return pa.LargeListArray.from_arrays(pa.array(offsets), flat.cast(value_type))
 
 
-def to_tfxio_batch(batch: pa.RecordBatch, schema: pa.Schema, key_column: str) -> pa.RecordBatch:
-    """Flat validated rows -> the TFXIO layout described by `schema` (a
+def to_tfxio_batch(
+    batch: pa.RecordBatch, schema: pa.Schema, passthrough: dict[str, str]
+) -> pa.RecordBatch:
+    """Flat validated rows -> the TFXIO layout described by `schema`, each
+    passthrough column copying its source (see passthrough_sources; a
     SPLIT_COLUMN in `schema` is read from the batch's own, see with_split_index)."""
     arrays = []
     for field in schema:
-        source = key_column if field.name == PASSTHROUGH_KEY else field.name
+        source = passthrough.get(field.name, field.name)
         arrays.append(to_list_array(batch.column(source), field.type.value_type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -114,16 +144,75 @@ def split_indices(batch: pa.RecordBatch) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False)
 
 
+def unseen_label_rows(batch: pa.RecordBatch, label: str) -> np.ndarray:
+    """Per row of a transformed batch: whether its label is UNSEEN_LABEL, a class
+    that train never saw (transforms.preprocessing.transform_label)."""
+    from transforms.preprocessing import UNSEEN_LABEL
+
+    values = batch.column(batch.schema.get_field_index(label)).flatten()
+    if len(values) != batch.num_rows:
+        raise ValueError(f"the transformed label {label} must hold one value per row")
+    return values.to_numpy(zero_copy_only=False) == UNSEEN_LABEL
+
+
+def unseen_label_dead_letters(
+    batch: pa.RecordBatch, unseen: np.ndarray, label: str, split: str
+) -> list[dict]:
+    """The dead letters of the `unseen` rows of a transformed batch of `split`,
+    named by their record key and raw label (the passthrough columns)."""
+    keys = batch.column(batch.schema.get_field_index(PASSTHROUGH_KEY)).flatten()
+    classes = batch.column(batch.schema.get_field_index(LABEL_PASSTHROUGH)).flatten()
+    letters = []
+    for index in np.flatnonzero(unseen):
+        key, label_class = _text(keys[index].as_py()), _text(classes[index].as_py())
+        letters.append(
+            dead_letter(
+                f"{split} split, record key {key}",
+                "",
+                f"{label}: class {label_class!r} was not seen in train (the label's classes "
+                "are those of train)",
+                label,
+            )
+        )
+    return letters
+
+
+def _text(value) -> str:
+    return (
+        value.decode("utf-8", errors="backslashreplace") if isinstance(value, bytes) else str(value)
+    )
+
+
 class _PartitionBySplitDoFn(beam.DoFn):
     """(transformed RecordBatch, passthrough dict) -> the batch's rows of each split,
-    without SPLIT_COLUMN, on the output tagged with the split's name."""
+    without SPLIT_COLUMN, on the output tagged with the split's name.
 
-    def __init__(self, split_names: list[str]):
+    With a `label` that has classes, the rows whose class train never saw go to
+    the DEAD_LETTER_TAG output instead (one dict each), counted by the counter
+    UNSEEN_LABEL_CLASSES, and LABEL_PASSTHROUGH is dropped too.
+    """
+
+    def __init__(self, split_names: list[str], label: str | None = None):
         self._split_names = split_names
+        self._label = label
+        self._unseen = Metrics.counter(METRICS_NAMESPACE, UNSEEN_LABEL_CLASSES)
 
     def process(self, element: tuple[pa.RecordBatch, dict]) -> Iterable:
         batch, _ = element
         indices = split_indices(batch)
+        if self._label is not None:
+            unseen = unseen_label_rows(batch, self._label)
+            if unseen.any():
+                for index in np.unique(indices[unseen]):
+                    split = self._split_names[int(index)]
+                    letters = unseen_label_dead_letters(
+                        batch, unseen & (indices == index), self._label, split
+                    )
+                    self._unseen.inc(len(letters))
+                    for letter in letters:
+                        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
+                batch, indices = batch.filter(pa.array(~unseen)), indices[~unseen]
+            batch = batch.drop_columns([LABEL_PASSTHROUGH])
         batch = batch.drop_columns([SPLIT_COLUMN])
         for index in np.unique(indices):
             rows = batch.filter(pa.array(indices == index))
@@ -236,8 +325,9 @@ class AnalyzeAndTransform(beam.PTransform):
             split: batches | f"TagSplit[{split}]" >> beam.Map(with_split_index, index)
             for index, (split, batches) in enumerate(splits.items())
         }
+        passthrough_columns = passthrough_sources(spec)
         analyze_input = tagged[self._analyze_split] | f"ToTfxio[{self._analyze_split}]" >> (
-            beam.Map(to_tfxio_batch, schema, spec.key_column)
+            beam.Map(to_tfxio_batch, schema, passthrough_columns)
         )
         # Every split waits for the analysis in spill files, and all go through one
         # transform stage. The paths are flattened, not the rows (see WriteSpillFiles).
@@ -250,9 +340,9 @@ class AnalyzeAndTransform(beam.PTransform):
             | "FlattenSpills" >> beam.Flatten()
             | "ReadSpills" >> ReadSpillFiles()
             | "Rebatch" >> RebatchRows(self._transform_batch_rows)
-            | "SpilledToTfxio" >> beam.Map(to_tfxio_batch, schema, spec.key_column)
+            | "SpilledToTfxio" >> beam.Map(to_tfxio_batch, schema, passthrough_columns)
         )
-        passthrough = {PASSTHROUGH_KEY, SPLIT_COLUMN}
+        passthrough = {*passthrough_columns, SPLIT_COLUMN}
         with tft_beam.Context(temp_dir=self._temp_dir, passthrough_keys=passthrough):
             transform_fn = (
                 analyze_input,
@@ -263,16 +353,18 @@ class AnalyzeAndTransform(beam.PTransform):
             transformed, _ = ((transform_input, config), transform_fn) | "Transform" >> (
                 tft_beam.TransformDataset(output_record_batches=True)
             )
+        label = spec.label if spec.label_has_classes else None
         by_split = transformed | "PartitionBySplit" >> beam.ParDo(
-            _PartitionBySplitDoFn(split_names)
-        ).with_outputs(*split_names)
+            _PartitionBySplitDoFn(split_names, label)
+        ).with_outputs(DEAD_LETTER_TAG, *split_names)
         examples = {
             split: by_split[split]
-            | f"Encode[{split}]" >> beam.ParDo(_EncodeExamplesDoFn(spec.key_column))
+            | f"Encode[{split}]" >> beam.ParDo(_EncodeExamplesDoFn(spec.record_key))
             for split in split_names
         }
         return AnalyzeAndTransformResult(
             transform_fn=transform_fn,
             examples=examples,
             transformed_batches={split: by_split[split] for split in split_names},
+            dead_letter=by_split[DEAD_LETTER_TAG],
         )

@@ -5,18 +5,27 @@ Beam's ReadFromBigQuery with the Storage Read API (DIRECT_READ: no export to
 GCS). `BigQueryRows` maps each row's values to the spec's columns by name and
 turns them into field text, which transforms.validation.ValidateInput checks
 like CSV fields, so a bad BigQuery row becomes a dead letter with the same
-reasons.
+reasons; NULL is a missing value, as an empty CSV field is.
+
+A table has no file or offset to name a row by, and BigQuery returns rows in
+no fixed order, so without a key column a row's derived record key is a hash
+of its content (`content_key`). Identical rows would share it; the batch job
+then numbers them (transforms.record_keys.NumberIdenticalRecords): the key is
+'<hash>#<n>', n counting identical rows from 1, so that every key is unique
+and the same table gives the same keys on every run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Sequence
 
 import apache_beam as beam
+import pyarrow as pa
 
-from schemas.spec import DatasetSpec
+from schemas.spec import RECORD_KEY, DatasetSpec
 from transforms.records import Fields, dead_letter, field_text
 
 BIGQUERY_SCHEME = "bq://"
@@ -65,6 +74,18 @@ class BigQuerySource:
         return beam.io.ReadFromBigQuery(query=self.query, use_standard_sql=True, method=method)
 
 
+def content_key(field_texts: Sequence[str]) -> str:
+    """A hash of a row's field texts in spec order (length-prefixed, so that no
+    two rows' texts run together alike): 32 hex digits, equal only for rows
+    that are equal."""
+    digest = hashlib.sha256()
+    for text in field_texts:
+        encoded = text.encode("utf-8")
+        digest.update(b"%d:" % len(encoded))
+        digest.update(encoded)
+    return digest.hexdigest()[:32]
+
+
 def _row_json(row: dict) -> str:
     return json.dumps(row, default=str, sort_keys=True)
 
@@ -79,6 +100,7 @@ class BigQueryRows:
     def __init__(self, spec: DatasetSpec, source: str):
         self.column_names = spec.column_names
         self.source = source
+        self.derive_keys = spec.derives_record_key
 
     def fields(self, rows: Sequence[dict]) -> list[Fields]:
         rejected, texts, fields = [], [], []
@@ -91,4 +113,10 @@ class BigQueryRows:
             texts.append(_row_json(row))
             fields.append([field_text(row[name]) for name in self.column_names])
         sources = [self.source] * len(fields)
-        return [Fields.from_rows(sources, texts, fields, len(self.column_names), rejected)]
+        extra = {}
+        if self.derive_keys:
+            # Not yet unique: NumberIdenticalRecords appends '#n'.
+            extra[RECORD_KEY] = pa.array([content_key(row) for row in fields], pa.string())
+        return [
+            Fields.from_rows(sources, texts, fields, len(self.column_names), rejected, extra=extra)
+        ]

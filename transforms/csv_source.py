@@ -16,11 +16,12 @@ from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from schemas.spec import DatasetSpec
+from schemas.spec import RECORD_KEY, DatasetSpec
 from transforms.records import Fields, dead_letter, decode_utf8
 
 UTF8_BOM = "\ufeff"
@@ -153,6 +154,16 @@ def read_line_range(
     range after the first skips the line that straddles its start, and the range
     holding a line's first byte reads it to its end, however long.
     """
+    for lines, _ in read_line_range_with_offsets(handle, start, end, batch_lines, chunk_bytes):
+        yield lines
+
+
+def read_line_range_with_offsets(
+    handle, start: int, end: int | None, batch_lines: int, chunk_bytes: int = _READ_CHUNK_BYTES
+) -> Iterable[tuple[list[bytes], list[int]]]:
+    """As read_line_range, with the byte offset in the (decompressed) file of
+    each line's first byte: what a derived record key is made of, since it
+    names the line whichever range, worker or runner reads it."""
     position = start
     pending = b""
     if start > 0:
@@ -171,6 +182,7 @@ def read_line_range(
                 break
             offset += len(chunk)
     batch: list[bytes] = []
+    offsets: list[int] = []
     buffered = pending
     while True:
         lines = buffered.split(b"\n")
@@ -179,25 +191,29 @@ def read_line_range(
             if end is not None and position >= end:
                 break
             batch.append(line)
+            offsets.append(position)
             position += len(line) + 1
             if len(batch) >= batch_lines:
-                yield batch
-                batch = []
+                yield batch, offsets
+                batch, offsets = [], []
         if end is not None and position >= end:
             break
         try:
             chunk = handle.read(chunk_bytes)
         except _READ_ERRORS as error:
             if batch:
-                yield batch
-            raise TruncatedInputError(pending, f"{type(error).__name__}: {error}") from None
+                yield batch, offsets
+            raise TruncatedInputError(
+                pending, f"{type(error).__name__}: {error}", position
+            ) from None
         if not chunk:
             if pending:  # a last line without its newline
                 batch.append(pending)
+                offsets.append(position)
             break
         buffered = pending + chunk
     if batch:
-        yield batch
+        yield batch, offsets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,10 +229,11 @@ class UnreadableTail:
 class TruncatedInputError(Exception):
     """Reading stopped early; carries the unfinished last line."""
 
-    def __init__(self, partial_line: bytes, reason: str):
+    def __init__(self, partial_line: bytes, reason: str, offset: int = 0):
         super().__init__(reason)
         self.partial_line = partial_line
         self.reason = reason
+        self.offset = offset
 
 
 # What Python's decompressors raise on a cut or corrupt stream.
@@ -311,25 +328,39 @@ def join_quoted_newlines(batches: Iterable[list[bytes]]) -> Iterable[list[bytes]
     a quoted field may hold newlines; an escaped quote is two quotes, which keeps
     the count's parity). A quote still open at the end leaves one last record
     that the parser rejects as unbalanced."""
+    with_offsets = ((batch, [0] * len(batch)) for batch in batches)
+    for records, _ in join_quoted_newlines_with_offsets(with_offsets):
+        yield records
+
+
+def join_quoted_newlines_with_offsets(
+    batches: Iterable[tuple[list[bytes], list[int]]],
+) -> Iterable[tuple[list[bytes], list[int]]]:
+    """As join_quoted_newlines, for (lines, offsets) batches: a record's offset
+    is its first line's."""
     parts: list[bytes] = []
+    start = 0
     quote_open = False
-    for batch in batches:
-        records = []
-        for line in batch:
+    for batch, offsets in batches:
+        records, starts = [], []
+        for line, offset in zip(batch, offsets, strict=True):
+            if not parts:
+                start = offset
             parts.append(line)
             quote_open ^= line.count(b'"') % 2 == 1
             if not quote_open:
                 records.append(b"\n".join(parts))
+                starts.append(start)
                 parts = []
         if records:
-            yield records
+            yield records, starts
     if parts:
-        yield [b"\n".join(parts)]
+        yield [b"\n".join(parts)], [start]
 
 
 class _ReadRangeDoFn(beam.DoFn):
-    """ByteRange -> lists of (path, line bytes), headers included; a file that
-    ends early adds an UnreadableTail in place of a line."""
+    """ByteRange -> lists of (path, line bytes, byte offset), headers included;
+    a file that ends early adds an UnreadableTail in place of a line."""
 
     def __init__(self, batch_lines: int, quoted_newlines: bool):
         self._batch_lines = batch_lines
@@ -339,20 +370,26 @@ class _ReadRangeDoFn(beam.DoFn):
         path = byte_range.path
         with contextlib.ExitStack() as stack:
             handle = open_for_lines(path, stack)
-            batches = read_line_range(handle, byte_range.start, byte_range.end, self._batch_lines)
+            batches = read_line_range_with_offsets(
+                handle, byte_range.start, byte_range.end, self._batch_lines
+            )
             if self._quoted_newlines:
-                batches = join_quoted_newlines(batches)
+                batches = join_quoted_newlines_with_offsets(batches)
             try:
-                for lines in batches:
-                    yield [(path, line) for line in lines]
+                for lines, offsets in batches:
+                    yield [
+                        (path, line, offset) for line, offset in zip(lines, offsets, strict=True)
+                    ]
             except TruncatedInputError as error:
-                yield [(path, UnreadableTail(error.partial_line, error.reason))]
+                tail = UnreadableTail(error.partial_line, error.reason)
+                yield [(path, tail, error.offset)]
 
 
 class ReadCsvLineBatches(beam.PTransform):
-    """Reads every line of the given files as lists of `(path, line_bytes)`.
+    """Reads every line of the given files as lists of `(path, line_bytes, offset)`,
+    `offset` the byte offset of the line's first byte in the decompressed file.
 
-    Output: bounded PCollection[list[tuple[str, bytes]]], global window; each
+    Output: bounded PCollection[list[tuple[str, bytes, int]]], global window; each
     list holds up to `batch_lines` lines of one file, headers included (the
     parser recognises them from each file's layout). Files are read in large
     byte ranges rather than line by line, so the runner handles one element per
@@ -395,14 +432,24 @@ class ReadCsvLineBatches(beam.PTransform):
         )
 
 
+def record_keys(path: str, offsets: Sequence[int]) -> pa.Array:
+    """The derived record keys of a file's lines: 'path:byte offset'. Unique, as
+    no two lines of a file start at one byte, and stable: the same file gives
+    the same keys whatever range, worker or runner reads a line."""
+    offsets = pa.array(offsets, pa.int64())
+    return pc.binary_join_element_wise(pa.scalar(f"{path}:"), pc.cast(offsets, pa.string()), "")
+
+
 class CsvLines:
-    """Input adapter (transforms.records) for batches of `(path, line_bytes)`,
+    """Input adapter (transforms.records) for batches of `(path, line_bytes,
+    offset)` (or `(path, line_bytes)` when the spec declares a key column),
     headers and UnreadableTail stand-ins included, from the files in `layouts`.
 
     A line becomes the fields of the spec's columns, mapped by the file's
     header; lines that cannot (invalid UTF-8, a file not listed at start, a
     blank line, another field count, unbalanced quotes) become dead letters,
-    and header lines are counted.
+    and header lines are counted. Without a key column, each row's derived
+    record key is its file and byte offset (`record_keys`).
     """
 
     kind = "csv_lines"
@@ -411,6 +458,7 @@ class CsvLines:
         self.layouts = layouts
         self.delimiter = spec.csv.delimiter
         self.width = len(spec.columns)
+        self.derive_keys = spec.derives_record_key
 
     def fields(self, records: Sequence[tuple[str, bytes]]) -> list[Fields]:
         return self.clean_block_fields(records) or [self.line_fields(records)]
@@ -450,11 +498,14 @@ class CsvLines:
             return None
         header = layout.header.encode("utf-8") if layout.header is not None else None
         bom = UTF8_BOM.encode("utf-8")
+        if self.derive_keys:
+            _check_offsets(records)
         plain: list[bytes] = []
+        plain_offsets: list[int] = []
         others: list[tuple[str, bytes]] = []
         header_lines = 0
         for record in records:
-            record_source, raw = record
+            record_source, raw = record[0], record[1]
             if record_source != source or not isinstance(raw, bytes):
                 others.append(record)
                 continue
@@ -466,6 +517,8 @@ class CsvLines:
                 others.append(record)
             else:
                 plain.append(raw)
+                if self.derive_keys:
+                    plain_offsets.append(record[2])
         if not plain:
             return None
         misfits = 0
@@ -501,32 +554,48 @@ class CsvLines:
             # Without quotes a line's field count is its delimiter count plus one.
             delimiter = self.delimiter.encode("utf-8")
             fits = [line.count(delimiter) + 1 == layout.field_count for line in plain]
-            others.extend((source, line) for line, ok in zip(plain, fits, strict=True) if not ok)
+            if self.derive_keys:
+                others.extend(
+                    (source, line, offset)
+                    for line, offset, ok in zip(plain, plain_offsets, fits, strict=True)
+                    if not ok
+                )
+                plain_offsets = [o for o, ok in zip(plain_offsets, fits, strict=True) if ok]
+            else:
+                others.extend(
+                    (source, line) for line, ok in zip(plain, fits, strict=True) if not ok
+                )
             plain = [line for line, ok in zip(plain, fits, strict=True) if ok]
         if table.num_rows != len(plain):
             return None
         columns = [table.column(position).combine_chunks() for position in layout.positions]
+        extra = {RECORD_KEY: record_keys(source, plain_offsets)} if self.derive_keys else {}
         parts = [
             Fields(
                 _Repeated(source, len(plain)),
                 _DecodedLines(plain),
                 columns,
                 header_lines=header_lines,
+                extra=extra,
             )
         ]
         if others:
             parts.append(self.line_fields(others))
         return parts
 
-    def line_fields(self, records: Sequence[tuple[str, bytes]]) -> Fields:
+    def line_fields(self, records: Sequence[tuple]) -> Fields:
         """The batch line by line in Python: the path for every line, plain or not."""
+        if self.derive_keys:
+            _check_offsets(records)
         dead_letters: list[dict] = []
         header_lines = 0
         # Lines that survive the line-level checks: (source, text, fields in spec order).
         sources: list[str] = []
         lines: list[str] = []
         rows: list[list[str]] = []
-        for source, raw in records:
+        keys: list[str] = []
+        for record in records:
+            source, raw = record[0], record[1]
             layout = self.layouts.get(source)
             if isinstance(raw, UnreadableTail):
                 text = raw.partial_line.decode("utf-8", errors="backslashreplace")
@@ -563,7 +632,18 @@ class CsvLines:
             sources.append(source)
             lines.append(line)
             rows.append(fields if layout.in_spec_order else [fields[p] for p in layout.positions])
-        return Fields.from_rows(sources, lines, rows, self.width, dead_letters, header_lines)
+            if self.derive_keys:
+                keys.append(f"{source}:{record[2]}")
+        extra = {RECORD_KEY: pa.array(keys, pa.string())} if self.derive_keys else {}
+        return Fields.from_rows(sources, lines, rows, self.width, dead_letters, header_lines, extra)
+
+
+def _check_offsets(records: Sequence[tuple]) -> None:
+    if any(len(record) < 3 for record in records):
+        raise ValueError(
+            "CSV lines need their byte offsets (path, line, offset) to derive record keys "
+            "for a spec without key_column"
+        )
 
 
 class _Repeated(Sequence):

@@ -39,7 +39,8 @@ def _entity(row: dict, key_columns: tuple[str, ...]) -> tuple:
 
 class RowsToPeriodStats(beam.CombineFn):
     """Row dicts -> PeriodStats of one aggregate group (periods and value sums,
-    minima and maxima), the statistics the batch path computes from Arrow."""
+    minima, maxima and present counts; a None value is missing and skipped),
+    the statistics the batch path computes from Arrow."""
 
     def __init__(self, group: AggregateGroup, timestamp_column: str):
         self._group = group
@@ -52,7 +53,9 @@ class RowsToPeriodStats(beam.CombineFn):
         periods, values = accumulator
         periods.append(row[self._timestamp_column] // self._group.period_seconds)
         for name, column in values.items():
-            column.append(float(row[name]))
+            value = row[name]
+            # Missing (None) is skipped, as in batch: PeriodStats reads NaN as missing.
+            column.append(math.nan if value is None else float(value))
         return accumulator
 
     def merge_accumulators(self, accumulators):

@@ -6,8 +6,17 @@ string, a number column a JSON number, a timestamp column an ISO 8601 string
 or integer epoch seconds); then transforms.validation.ValidateInput checks the
 values like CSV fields, so that ranges, allowed values, required columns and
 defaults mean the same in batch and in streaming. Fields that the spec does
-not name are ignored, as extra CSV columns are. `RowsAtEventTime` turns the
+not name are ignored, as extra CSV columns are; JSON `null` and an absent field
+mean missing, as an empty CSV field does. `RowsAtEventTime` turns the
 validated batches into the timestamped row dicts the stream job carries.
+
+Without a key column, a message's record key is its Pub/Sub message_id:
+unique within a topic and the same on every redelivery. Without a timestamp
+column, a message's event time is its publish time (what Beam's Pub/Sub
+source stamps elements with when no timestamp attribute is named), carried in
+the rows as EVENT_TIME so that admission and lateness work as with a declared
+event time. A message without the id or publish time it needs is a dead
+letter: neither is ever made up.
 """
 
 from __future__ import annotations
@@ -21,9 +30,18 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.transforms.window import TimestampedValue
 
-from schemas.spec import Column, ColumnType, DatasetSpec
+from schemas.spec import RECORD_KEY, Column, ColumnType, DatasetSpec
 from transforms.records import Fields, dead_letter, decode_utf8, field_text
 from transforms.validation import parse_timestamp_text
+
+# The stream's event time of a spec without timestamp_column: the publish time,
+# epoch seconds (see the module docstring).
+EVENT_TIME = "__event_time__"
+
+
+def event_time_column(spec: DatasetSpec) -> str:
+    """The row field that holds a streamed row's event time."""
+    return spec.timestamp_column or EVENT_TIME
 
 
 def _json_type(value) -> str:
@@ -73,7 +91,12 @@ class PubsubMessages:
 
     def __init__(self, spec: DatasetSpec):
         self.spec = spec
-        self.timestamp_column = spec.column(spec.timestamp_column)
+        self.timestamp_column = (
+            spec.column(spec.timestamp_column) if spec.timestamp_column else None
+        )
+        self.missing_tokens = [spec.missing_tokens(column) for column in spec.columns]
+        self.derive_keys = spec.derives_record_key
+        self.publish_time_is_event_time = spec.timestamp_column is None
 
     def _event_time_field(self, body_text: str, attributes: dict) -> tuple[str, str | None]:
         """The timestamp column's field text when the spec names an attribute."""
@@ -95,18 +118,39 @@ class PubsubMessages:
         return str(seconds), None
 
     def fields(self, messages: Sequence) -> list[Fields]:
-        return [self.fields_of_parts([message_parts(message) for message in messages])]
+        parts = [message_parts(message) for message in messages]
+        origins = [message_origin(message) for message in messages]
+        return [self.fields_of_parts(parts, origins)]
 
-    def fields_of_parts(self, messages: Sequence[tuple[str, bytes, dict]]) -> Fields:
-        """Fields of `(source, data bytes, attributes)` triples (see message_parts)."""
+    def fields_of_parts(
+        self,
+        messages: Sequence[tuple[str, bytes, dict]],
+        origins: Sequence[tuple[str | None, int | None]] | None = None,
+    ) -> Fields:
+        """Fields of `(source, data bytes, attributes)` triples (see message_parts),
+        with each message's (message_id, publish seconds) (see message_origin)
+        where the spec needs them for a derived key or event time."""
         dead_letters: list[dict] = []
         sources: list[str] = []
         texts: list[str] = []
         rows: list[list[str]] = []
-        for source, data, attributes in messages:
+        keys: list[str] = []
+        event_times: list[int] = []
+        origins = origins if origins is not None else [(None, None)] * len(messages)
+        for (source, data, attributes), (message_id, published) in zip(
+            messages, origins, strict=True
+        ):
             text, rejected = decode_utf8(source, data)
             if rejected is not None:
                 dead_letters.append(rejected)
+                continue
+            if self.derive_keys and not message_id:
+                reason = "message has no message_id, the record key of a spec without key_column"
+                dead_letters.append(dead_letter(source, text, reason))
+                continue
+            if self.publish_time_is_event_time and published is None:
+                reason = "message has no publish time, the event time of a spec without "
+                dead_letters.append(dead_letter(source, text, reason + "timestamp_column"))
                 continue
             try:
                 document = json.loads(text)
@@ -126,12 +170,25 @@ class PubsubMessages:
             sources.append(source)
             texts.append(text)
             rows.append(fields)
-        return Fields.from_rows(sources, texts, rows, len(self.spec.columns), dead_letters)
+            keys.append(message_id)
+            event_times.append(published)
+        extra = {}
+        if self.derive_keys:
+            extra[RECORD_KEY] = pa.array(keys, pa.string())
+        if self.publish_time_is_event_time:
+            extra[EVENT_TIME] = pa.array(event_times, pa.int64())
+        return Fields.from_rows(
+            sources, texts, rows, len(self.spec.columns), dead_letters, extra=extra
+        )
 
     def _fields(self, document: dict, attributes: dict):
         fields = []
-        for column in self.spec.columns:
+        for column, tokens in zip(self.spec.columns, self.missing_tokens, strict=True):
             value = document.get(column.name)
+            if isinstance(value, str) and value.strip() in tokens:
+                # A declared null token ("NA") means missing in any column, as in a
+                # CSV field, though a number column otherwise takes no JSON string.
+                value = None
             problem = json_type_problem(column, value)
             text = field_text(value) if problem is None else ""
             if (
@@ -144,6 +201,20 @@ class PubsubMessages:
                 return None, (column.name, problem)
             fields.append(text)
         return fields, None
+
+
+def message_origin(message) -> tuple[str | None, int | None]:
+    """(message_id, publish time in whole epoch seconds) of a PubsubMessage; None
+    for what it lacks (a message made in a test, say)."""
+    published = getattr(message, "publish_time", None)
+    if isinstance(published, dt.datetime):
+        if published.tzinfo is None:
+            published = published.replace(tzinfo=dt.UTC)
+        published = int(published.timestamp())
+    elif published is not None:  # a protobuf Timestamp or a Beam Timestamp
+        seconds = getattr(published, "seconds", None)
+        published = int(seconds if seconds is not None else published.micros // 1_000_000)
+    return getattr(message, "message_id", None) or None, published
 
 
 def message_parts(message) -> tuple[str, bytes, dict]:
@@ -178,8 +249,8 @@ class _RowsAtEventTimeDoFn(beam.DoFn):
 
     def process(self, batch: pa.RecordBatch) -> Iterable[TimestampedValue]:
         for row in batch.to_pylist():
-            # Event time is the spec's timestamp column, never publish or
-            # processing time.
+            # Event time is the spec's timestamp column (or, without one, the
+            # publish time in EVENT_TIME), never processing time.
             yield TimestampedValue(row, row[self._timestamp_column])
 
 

@@ -6,6 +6,14 @@ passes the label through, and adds the outputs of the spec's optional custom
 `preprocessing_fn` (the escape hatch). TensorFlow is imported inside these
 functions, never at module import time.
 
+The label's output depends on spec.label_kind: a float for regression and for
+a binary 0/1 label; for a label with classes (multiclass, or binary with a
+positive_class) the classes are a vocabulary over train, stored as the asset
+LABEL_VOCABULARY of the transform graph, and the output is the class id
+(multiclass) or 1.0 for the positive class and 0.0 for the other (binary); a
+class that train never saw gives UNSEEN_LABEL (-1), which the batch job turns
+into a dead letter (transforms.analyze).
+
 Raw inputs, one value per row: float -> tf.float32, int -> tf.int64, string ->
 tf.string, timestamp -> tf.int64 seconds since the epoch (UTC). Optional columns
 without a default arrive as SparseTensors and must go through fill_missing.
@@ -40,6 +48,78 @@ def raw_feature_spec(spec: DatasetSpec) -> dict[str, Any]:
         dtype = tf.int64 if aggregate.kind is Kind.INT else tf.float32
         feature_spec[aggregate.name] = tf.io.FixedLenFeature([], dtype)
     return feature_spec
+
+
+# The label vocabulary's file in transform_fn/assets. A feature's vocabulary file
+# takes the feature's name, which cannot contain a hyphen, so this one cannot
+# clash (tf.Transform would turn a dot into an underscore, but keeps hyphens).
+LABEL_VOCABULARY = "label-classes"
+# The transformed label of a row whose class train never saw.
+UNSEEN_LABEL = -1
+
+
+class LabelClassesError(ValueError):
+    """A run's label classes do not make the label the spec declares."""
+
+
+def transform_label(spec: DatasetSpec, label):
+    """The label's output for the trainer (see the module docstring)."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    if not spec.label_has_classes:
+        return tf.cast(label, tf.float32)
+    ids = tft.compute_and_apply_vocabulary(
+        label,
+        default_value=UNSEEN_LABEL,
+        num_oov_buckets=0,
+        vocab_filename=LABEL_VOCABULARY,
+        name="label_vocabulary",
+    )
+    if spec.label_kind == "multiclass":
+        return ids
+    positive = tf.cast(tf.equal(label, spec.positive_class), tf.float32)
+    return tf.where(ids == UNSEEN_LABEL, tf.constant(float(UNSEEN_LABEL)), positive)
+
+
+def label_classes(spec: DatasetSpec, vocabulary: list[str] | None) -> list[str] | None:
+    """The class names of the label in id order: what the model's outputs mean.
+
+    `vocabulary` is the run's LABEL_VOCABULARY (None when the label has no
+    classes). Regression: None. Binary 0/1: ['0', '1']. Binary with a
+    positive_class: [the other class, the positive class], so that the id is
+    the 0/1 target; raises LabelClassesError when train did not hold exactly
+    the positive class and one other. Multiclass: the vocabulary (by train
+    frequency, most frequent first).
+    """
+    kind = spec.label_kind
+    if kind == "regression":
+        return None
+    if not spec.label_has_classes:
+        return ["0", "1"]
+    if vocabulary is None:
+        raise LabelClassesError(f"the run has no label vocabulary ({LABEL_VOCABULARY})")
+    if kind == "multiclass":
+        return list(vocabulary)
+    positive = str(spec.positive_class)
+    others = [name for name in vocabulary if name != positive]
+    if positive not in vocabulary or len(others) != 1:
+        raise LabelClassesError(
+            f"label {spec.label} is binary with positive_class {positive!r}, but train holds "
+            f"the classes {', '.join(map(repr, vocabulary))}: it needs {positive!r} and exactly "
+            "one other class (or declare label_kind: multiclass)"
+        )
+    return [others[0], positive]
+
+
+def read_label_vocabulary(spec: DatasetSpec, transform_output_dir: str) -> list[str] | None:
+    """The run's label vocabulary (see LABEL_VOCABULARY), None when the label has none."""
+    if not spec.label_has_classes:
+        return None
+    import tensorflow_transform as tft
+
+    output = tft.TFTransformOutput(transform_output_dir)
+    return [value.decode("utf-8") for value in output.vocabulary_by_name(LABEL_VOCABULARY)]
 
 
 def load_custom_preprocessing_fn(reference: str) -> Callable[[dict], dict]:
@@ -101,22 +181,6 @@ def days_from_civil(year, month, day, where):
     day_of_year = (153 * month_from_march + 2) // 5 + day - 1
     day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
     return era * 146097 + day_of_era - 719468
-
-
-def parse_utc_timestamp(text):
-    """Epoch seconds of 'YYYY-MM-DD[ T]HH:MM:SS' with an optional ' UTC' or 'Z', in
-    the TensorFlow graph: what a serving signature needs to take the timestamp
-    column as the CSV writes it. Other forms (offsets, epoch digits) are for the
-    batch validator; here they fail to parse rather than guess."""
-    import tensorflow as tf
-
-    text = tf.strings.regex_replace(text, r"( UTC|Z)$", "")
-
-    def number(start: int, length: int):
-        return tf.strings.to_number(tf.strings.substr(text, start, length), out_type=tf.int64)
-
-    days = days_from_civil(number(0, 4), number(5, 2), number(8, 2), tf.where)
-    return days * 86400 + number(11, 2) * 3600 + number(14, 2) * 60 + number(17, 2)
 
 
 def datetime_part(seconds, part: DatetimePart, where):
@@ -255,7 +319,8 @@ def make_preprocessing_fn(spec: DatasetSpec) -> Callable[[dict], dict]:
                         ) from error
             # Later features may build on this one (e.g. a cross of bucketized values).
             values[feature.name] = outputs[feature.name] = value
-        outputs[spec.label] = tf.cast(inputs[spec.label], tf.float32)
+        with tf.name_scope("label"):
+            outputs[spec.label] = transform_label(spec, inputs[spec.label])
         if custom_fn is not None:
             try:
                 with tf.name_scope("custom_preprocessing_fn"):

@@ -77,6 +77,12 @@ class Fields:
     record i in a dead letter. `rejected` holds the dead letters of the
     records the source's own checks refused; `header_lines` counts CSV header
     lines, which are neither rows nor dead letters.
+
+    `extra` holds typed columns that the source itself knows, by name, one
+    value per record: the derived record key (schemas.spec.RECORD_KEY, a
+    string) when the spec declares no key column, and in a stream without a
+    timestamp column the publish time (transforms.messages.EVENT_TIME). The
+    validator appends them to the valid rows as they are.
     """
 
     sources: Sequence[str]
@@ -84,6 +90,7 @@ class Fields:
     columns: Sequence[pa.Array]
     rejected: list[dict] = dataclasses.field(default_factory=list)
     header_lines: int = 0
+    extra: dict[str, pa.Array] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_rows(
@@ -94,11 +101,12 @@ class Fields:
         width: int,
         rejected: list[dict] | None = None,
         header_lines: int = 0,
+        extra: dict[str, pa.Array] | None = None,
     ) -> Fields:
         """From `rows[i]`, the `width` field texts of record i in spec order."""
         by_column = list(zip(*rows, strict=True)) if rows else [()] * width
         columns = [pa.array(texts_, type=pa.string()) for texts_ in by_column]
-        return cls(sources, texts, columns, rejected or [], header_lines)
+        return cls(sources, texts, columns, rejected or [], header_lines, extra or {})
 
 
 class InputAdapter(Protocol):

@@ -800,7 +800,7 @@ def spec_statistics_columns(spec) -> tuple[list[tuple[str, str]], list[tuple[str
     raw = [
         column
         for column in numeric_and_categorical_columns(rows_schema(spec))
-        if column[0] != spec.key_column
+        if column[0] != spec.record_key
     ]
     transformed = [
         (name, CATEGORICAL if kind in (Kind.CATEGORICAL, Kind.STRING) else NUMERIC)

@@ -60,14 +60,15 @@ class _TransformRowsDoFn(beam.DoFn):
     def process(self, rows: list[dict]) -> Iterable[tuple[str, bytes]]:
         from tfx_bsl.tfxio import tensor_to_arrow
 
-        from transforms.analyze import to_list_array, to_tfxio_batch
+        from transforms.analyze import passthrough_sources, to_list_array, to_tfxio_batch
 
         if not rows:
             return
-        key_column = self._spec.key_column
+        key_column = self._spec.record_key
         batch = pa.RecordBatch.from_pylist(rows, schema=self._rows_schema)
         tensors = self._adapter.ToBatchTensors(
-            to_tfxio_batch(batch, self._tfxio_schema, key_column), produce_eager_tensors=True
+            to_tfxio_batch(batch, self._tfxio_schema, passthrough_sources(self._spec)),
+            produce_eager_tensors=True,
         )
         transformed = self._tft_output.transform_raw_features(tensors, drop_unused_features=True)
         if self._converter is None:

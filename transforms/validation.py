@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from schemas.spec import Aggregate, AggregateFunction, Column, ColumnType, DatasetSpec
+from schemas.spec import RECORD_KEY, Aggregate, AggregateFunction, Column, ColumnType, DatasetSpec
 from transforms.csv_source import CsvLayout, CsvLines
 from transforms.progress import PhaseProgress
 from transforms.records import DEAD_LETTER_TAG, Fields, InputAdapter, dead_letter
@@ -46,8 +46,12 @@ _ISO_SECONDS = r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$"
 
 
 def arrow_schema(spec: DatasetSpec) -> pa.Schema:
-    """Schema of validated rows: one nullable column per spec column, in spec order."""
-    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.type]) for c in spec.columns])
+    """Schema of validated rows: one nullable column per spec column, in spec
+    order, then the derived record key (a string) when the spec declares no key."""
+    fields = [pa.field(c.name, _ARROW_TYPES[c.type]) for c in spec.columns]
+    if spec.derives_record_key:
+        fields.append(pa.field(RECORD_KEY, pa.string()))
+    return pa.schema(fields)
 
 
 def aggregate_arrow_type(aggregate: Aggregate) -> pa.DataType:
@@ -99,8 +103,13 @@ def parse_timestamp_text(text: str, timezone: dt.tzinfo) -> int | None:
 class _ColumnParser:
     """Converts one column's field strings to typed values and names bad values."""
 
-    def __init__(self, column: Column):
+    def __init__(self, column: Column, missing_tokens: frozenset[str] = frozenset({""})):
         self.column = column
+        # Only the empty field by default: one comparison; declared tokens: one
+        # is_in over the column's strings, both vectorised.
+        self.missing_tokens = (
+            None if missing_tokens == {""} else pa.array(sorted(missing_tokens), pa.string())
+        )
         self.timezone = zoneinfo.ZoneInfo(column.timezone) if column.timezone != "UTC" else dt.UTC
         self.allowed = None if column.allowed is None else set(column.allowed)
         self.allowed_strings = (
@@ -114,7 +123,11 @@ class _ColumnParser:
         whitespace-trimmed field strings."""
         column = self.column
         problems: list[str | None] = [None] * len(strings)
-        missing = pc.equal(strings, "").to_numpy(zero_copy_only=False)
+        if self.missing_tokens is None:
+            missing = pc.equal(strings, "").to_numpy(zero_copy_only=False)
+        else:
+            missing = pc.is_in(strings, value_set=self.missing_tokens)
+            missing = missing.to_numpy(zero_copy_only=False)
         if column.type is ColumnType.STRING:
             values = pc.if_else(missing, pa.scalar(None, pa.string()), strings)
             if self.allowed_strings is not None:
@@ -246,7 +259,10 @@ class RowValidator:
 
     def __init__(self, spec: DatasetSpec):
         self.schema = arrow_schema(spec)
-        self.column_parsers = [_ColumnParser(column) for column in spec.columns]
+        self.column_parsers = [
+            _ColumnParser(column, spec.missing_tokens(column)) for column in spec.columns
+        ]
+        self.record_key = RECORD_KEY if spec.derives_record_key else None
 
     def validate(self, fields: Fields) -> tuple[pa.RecordBatch, list[dict]]:
         """The valid rows, and the dead letters: first those the source's own
@@ -270,9 +286,19 @@ class RowValidator:
                     fields.sources[i], fields.texts[i], f"{column_name}: {problem}", column_name
                 )
             )
+        if self.record_key is not None and self.record_key not in fields.extra:
+            raise ValueError(
+                f"the input adapter gave no {self.record_key}, which a spec without a "
+                f"key_column needs"
+            )
         if not count:
             return pa.RecordBatch.from_pylist([], schema=self.schema), dead_letters
-        valid = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        schema = self.schema
+        for name, values in fields.extra.items():
+            if name != self.record_key:
+                schema = schema.append(pa.field(name, values.type))
+        arrays += [fields.extra[name] for name in schema.names[len(arrays) :]]
+        valid = pa.RecordBatch.from_arrays(arrays, schema=schema)
         if not keep.all():
             valid = valid.filter(pa.array(keep))
         return valid, dead_letters

@@ -1,0 +1,210 @@
+"""Checking that a declared record key is unique, and numbering identical
+records where a derived key must tell them apart.
+
+`FindDuplicateKeys` counts, over all valid rows, the key values that more than
+one row holds, with a few examples, so that a run reports a key it cannot
+trust (the manifest's and the report's `duplicate_keys`) instead of writing
+examples that a join on the key would mix up.
+
+Why not `CombinePerKey(sum)` on (key, 1): with a unique key every row would be
+its own element through the shuffle, the per-element cost of the runner paid
+10 million times on a 10-million-row run. Here each batch is cut by a stable
+fingerprint of the key into `KEY_SHARDS` Arrow arrays, and each shard's keys
+are counted at once with Arrow's `value_counts`: a few hundred elements per
+batch, and the shuffle moves only the key column.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.split import key_fingerprints
+
+KEY_SHARDS = 256
+MAX_DUPLICATE_EXAMPLES = 5
+# Where the batch job leaves the result for pipeline.finalize (in the run's
+# scratch counts directory, next to counts.json).
+DUPLICATE_KEYS_FILE = "duplicate_keys.json"
+
+
+def duplicate_keys_path(out) -> str:
+    """Where a batch run (a pipeline.layout.RunLayout) stages FindDuplicateKeys' result."""
+    return FileSystems.join(out.counts_dir, DUPLICATE_KEYS_FILE)
+
+
+def keys_by_shard(keys: pa.Array, shards: int = KEY_SHARDS) -> Iterable[tuple[int, pa.Array]]:
+    """(shard, the keys in it) for every shard that the keys touch; equal keys
+    always share a shard."""
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
+    shard_of = (key_fingerprints(keys) % np.uint64(shards)).astype(np.int64)
+    order = np.argsort(shard_of, kind="stable")
+    sorted_shards = shard_of[order]
+    starts = np.flatnonzero(np.r_[True, sorted_shards[1:] != sorted_shards[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    for start, end in zip(starts, ends, strict=True):
+        yield int(sorted_shards[start]), keys.take(pa.array(order[start:end]))
+
+
+def repeated_keys(key_arrays: Iterable[pa.Array]) -> list[tuple[object, int]]:
+    """(key, rows) of every key that occurs more than once among the arrays."""
+    arrays = [array for array in key_arrays if len(array)]
+    if not arrays:
+        return []
+    counts = pc.value_counts(pa.concat_arrays(arrays))
+    values, numbers = counts.field("values"), counts.field("counts")
+    repeated = pc.greater(numbers, 1)
+    return list(
+        zip(values.filter(repeated).to_pylist(), numbers.filter(repeated).to_pylist(), strict=True)
+    )
+
+
+class DuplicateKeysFn(beam.CombineFn):
+    """(key, rows) of repeated keys -> {"count": keys held by more than one row,
+    "rows": the rows that hold them, "examples": [{"key", "rows"}] of the
+    smallest few keys (as text), so that reruns show the same examples}."""
+
+    def __init__(self, max_examples: int = MAX_DUPLICATE_EXAMPLES):
+        self._max_examples = max_examples
+
+    def create_accumulator(self):
+        return 0, 0, []
+
+    def add_input(self, accumulator, element):
+        count, rows, examples = accumulator
+        key, key_rows = element
+        examples = heapq.nsmallest(self._max_examples, [*examples, (str(key), key_rows)])
+        return count + 1, rows + key_rows, examples
+
+    def merge_accumulators(self, accumulators):
+        count, rows, examples = 0, 0, []
+        for other_count, other_rows, other_examples in accumulators:
+            count, rows = count + other_count, rows + other_rows
+            examples = heapq.nsmallest(self._max_examples, [*examples, *other_examples])
+        return count, rows, examples
+
+    def extract_output(self, accumulator) -> dict:
+        count, rows, examples = accumulator
+        return {
+            "count": count,
+            "rows": rows,
+            "examples": [{"key": key, "rows": key_rows} for key, key_rows in examples],
+        }
+
+
+class _KeysByShardDoFn(beam.DoFn):
+    def __init__(self, key_column: str):
+        self._key_column = key_column
+
+    def process(self, batch: pa.RecordBatch) -> Iterable[tuple[int, pa.Array]]:
+        if batch.num_rows:
+            yield from keys_by_shard(batch.column(self._key_column))
+
+
+class FindDuplicateKeys(beam.PTransform):
+    """PCollection[pa.RecordBatch] of valid rows -> a PCollection of exactly one
+    dict (DuplicateKeysFn's): the values of `key_column` that more than one row
+    holds. Bounded input, global window. Costs one shuffle of the key column,
+    in KEY_SHARDS Arrow arrays per batch (see the module docstring).
+    """
+
+    def __init__(self, key_column: str, max_examples: int = MAX_DUPLICATE_EXAMPLES):
+        super().__init__()
+        self._key_column = key_column
+        self._max_examples = max_examples
+
+    def expand(self, batches):
+        return (
+            batches
+            | "ShardKeys" >> beam.ParDo(_KeysByShardDoFn(self._key_column))
+            | "GroupKeyShards" >> beam.GroupByKey()
+            | "CountRepeatedKeys" >> beam.FlatMap(lambda shard: repeated_keys(shard[1]))
+            | "SummariseDuplicates" >> beam.CombineGlobally(DuplicateKeysFn(self._max_examples))
+        )
+
+
+# --- numbering identical records (BigQuery without a key column) ----------------
+
+_REPEATED_TAG = "repeated"
+
+
+class _NumberUniqueDoFn(beam.DoFn):
+    """RecordBatch -> the batch's rows whose content key no other row has, keyed
+    '<hash>#1' (main); the others as (hash, one-row batch), tagged 'repeated'."""
+
+    def __init__(self, key_column: str):
+        self._key_column = key_column
+        self._repeated = self._value_set = None
+
+    def process(self, batch: pa.RecordBatch, repeated: dict) -> Iterable:
+        keys = batch.column(self._key_column)
+        if self._repeated is not repeated:  # once per side input, not per batch
+            self._repeated = repeated
+            self._value_set = pa.array(sorted(repeated), keys.type)
+        if repeated:
+            shared = pc.is_in(keys, value_set=self._value_set).to_numpy(zero_copy_only=False)
+        else:
+            shared = np.zeros(batch.num_rows, dtype=bool)
+        for index in np.flatnonzero(shared):
+            yield beam.pvalue.TaggedOutput(
+                _REPEATED_TAG, (keys[index].as_py(), batch.slice(index, 1))
+            )
+        if not shared.all():
+            unique = batch.filter(pa.array(~shared)) if shared.any() else batch
+            yield _with_ordinals(unique, self._key_column, np.ones(unique.num_rows, np.int64))
+
+
+def _with_ordinals(batch: pa.RecordBatch, key_column: str, ordinals: np.ndarray):
+    index = batch.schema.get_field_index(key_column)
+    numbered = pc.binary_join_element_wise(
+        batch.column(index), pc.cast(pa.array(ordinals), pa.string()), "#"
+    )
+    return batch.set_column(index, batch.schema.field(index), numbered)
+
+
+def _number_identical(element, key_column: str) -> pa.RecordBatch:
+    """(hash, one-row batches of identical rows) -> one batch keyed '<hash>#1..n'.
+    The rows are equal in every spec column, so which gets which number changes
+    no output."""
+    _, rows = element
+    batch = pa.concat_batches(list(rows))
+    return _with_ordinals(batch, key_column, np.arange(1, batch.num_rows + 1))
+
+
+class NumberIdenticalRecords(beam.PTransform):
+    """PCollection[pa.RecordBatch] whose `key_column` holds a content hash ->
+    the same rows with unique keys '<hash>#<n>': n is 1 for a row no other row
+    equals, and 1..k over k identical rows. Bounded input, global window.
+
+    Costs one shuffle of the hashes (as FindDuplicateKeys), a side input of the
+    repeated hashes, and a shuffle of the repeated rows alone: nothing more
+    for a table without duplicates.
+    """
+
+    def __init__(self, key_column: str):
+        super().__init__()
+        self._key_column = key_column
+
+    def expand(self, batches):
+        repeated = (
+            batches
+            | "ShardContentKeys" >> beam.ParDo(_KeysByShardDoFn(self._key_column))
+            | "GroupContentKeyShards" >> beam.GroupByKey()
+            | "RepeatedContentKeys" >> beam.FlatMap(lambda shard: repeated_keys(shard[1]))
+        )
+        split = batches | "NumberUnique" >> beam.ParDo(
+            _NumberUniqueDoFn(self._key_column), beam.pvalue.AsDict(repeated)
+        ).with_outputs(_REPEATED_TAG, main="unique")
+        numbered = (
+            split[_REPEATED_TAG]
+            | "GroupIdenticalRecords" >> beam.GroupByKey()
+            | "NumberIdentical" >> beam.Map(_number_identical, self._key_column)
+        )
+        return (split.unique, numbered) | "JoinNumbered" >> beam.Flatten()
