@@ -26,7 +26,7 @@ from transforms.validation import LineParser, arrow_schema
 HOUR = 3600
 
 
-def make_spec(aggregates: list[dict]):
+def make_spec(aggregates: list[dict], extra_columns: tuple[dict, ...] = ()):
     return minimal_spec(
         name="events",
         columns=[
@@ -35,6 +35,7 @@ def make_spec(aggregates: list[dict]):
             {"name": "zone", "type": "string"},
             {"name": "vendor", "type": "int"},
             {"name": "fare", "type": "float"},
+            *extra_columns,
         ],
         label="fare",
         aggregates=aggregates,
@@ -367,20 +368,7 @@ def test_aggregate_value_must_be_numeric():
 def make_optional_value_spec():
     """ALL_AGGREGATES, but over `tip`, an optional column without a default."""
     aggregates = [dict(a, value="tip") if "value" in a else a for a in ALL_AGGREGATES]
-    return minimal_spec(
-        name="events",
-        columns=[
-            {"name": "id", "type": "string"},
-            {"name": "when", "type": "timestamp"},
-            {"name": "zone", "type": "string"},
-            {"name": "vendor", "type": "int"},
-            {"name": "fare", "type": "float"},
-            {"name": "tip", "type": "float", "required": False},
-        ],
-        label="fare",
-        aggregates=aggregates,
-        features=[{"name": "fare_z", "source": "fare", "transform": "scale_to_z_score"}],
-    )
+    return make_spec(aggregates, ({"name": "tip", "type": "float", "required": False},))
 
 
 def rows_with_missing_tips(seed: int) -> list[dict]:

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from pipeline.preprocess import EXIT_OK, run
+from tests.stream_scenario import read_examples
 
 pytestmark = pytest.mark.slow
 
@@ -132,14 +133,7 @@ def raw_rows(output_dir: str) -> dict[str, tuple[str, dict]]:
 
 
 def example_keys(output_dir: str, split: str) -> list[str]:
-    import tensorflow as tf
-
-    keys = []
-    files = sorted(glob.glob(os.path.join(output_dir, split, "*.tfrecord.gz")))
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-        feature = tf.train.Example.FromString(record.numpy()).features.feature["__record_key__"]
-        keys.append(feature.bytes_list.value[0].decode())
-    return keys
+    return read_examples(os.path.join(output_dir, split), "__record_key__")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ job's for the same rows."""
 from __future__ import annotations
 
 import datetime as dt
-import glob
 import json
 import os
 import random
@@ -14,6 +13,8 @@ import random
 import numpy as np
 import pytest
 import yaml
+
+from tests.stream_scenario import read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -111,14 +112,6 @@ def stream_run(batch_run, tmp_path_factory):
     with TestPipeline(runner="BundleBasedDirectRunner", options=options) as p:
         stream.build_pipeline(p, options, load_spec(str(spec_path)), messages=p | test_stream)
     return output_dir
-
-
-def read_jsonl(pattern: str) -> list[dict]:
-    records = []
-    for path in sorted(glob.glob(pattern)):
-        with open(path) as handle:
-            records.extend(json.loads(line) for line in handle if line.strip())
-    return records
 
 
 def test_stream_rows_are_keyed_by_message_id_at_publish_time(batch_run, stream_run):
