@@ -12,6 +12,11 @@ its own element through the shuffle, the per-element cost of the runner paid
 fingerprint of the key into `KEY_SHARDS` Arrow arrays, and each shard's keys
 are counted at once with Arrow's `value_counts`: a few hundred elements per
 batch, and the shuffle moves only the key column.
+
+`NumberIdenticalRecords` makes the content-hash keys of BigQuery rows (see
+transforms.bigquery_source) unique: it finds the repeated hashes the same
+way, and only the rows that share one go through a second shuffle to be
+numbered.
 """
 
 from __future__ import annotations
