@@ -430,3 +430,27 @@ def test_streaming_period_stats_skip_missing_values_as_batch_does():
     for field in ("sums", "mins", "maxs", "present"):
         assert getattr(live, field)["tip"].tolist() == getattr(batch, field)["tip"].tolist()
     assert live.present["tip"].tolist() == [1, 0]
+
+
+def test_the_run_reference_skips_missing_values_as_the_pipeline_does():
+    """tests/aggregate_reference.py, which checks whole runs, agrees with the
+    pipeline (and so with brute_force above) on rows with missing values."""
+    from tests.aggregate_reference import reference_values
+
+    spec = make_optional_value_spec()
+    rows = rows_with_missing_tips(seed=9)
+    joined = run_join(spec, to_batches(rows, spec, batch_size=50))
+    table = pa.Table.from_pylist([joined[row["id"]] for row in rows])
+    for aggregate in spec.aggregates:
+        definition = {
+            "key": aggregate.key,
+            "value": aggregate.value,
+            "agg": aggregate.agg.value,
+            "period_seconds": aggregate.period_seconds,
+            "window_seconds": aggregate.window_seconds,
+            "default": aggregate.default,
+        }
+        expected = reference_values(table, "when", definition)
+        got = table.column(aggregate.name).to_numpy().astype(np.float64)
+        np.testing.assert_allclose(got, expected, rtol=1e-9, err_msg=aggregate.name)
+    assert table.column("tip").null_count > 50
