@@ -105,7 +105,10 @@ def test_the_block_path_parses_exactly_like_the_line_path(rows, endings, header_
         for index, text in enumerate(fields[: len(merged)]):
             if index % 4 == len(fields) % 4:
                 merged[index] = text
-        lines.append(",".join(merged).encode("utf-8", errors="surrogatepass") + ending)
+        line = ",".join(merged).encode("utf-8", errors="surrogatepass")
+        # The reader splits its input at LF, so no line it hands on holds one
+        # (a quoted line break only reaches the parser joined, and quoted).
+        lines.append(line.replace(b"\n", b"") + ending)
     lines.insert(min(header_at, len(lines)), ",".join(HEADER).encode())
     lines.insert(min(header_at + 1, len(lines)), b"")
     lines.append(b"a,b,c")
