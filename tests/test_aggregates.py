@@ -26,7 +26,7 @@ from transforms.validation import LineParser, arrow_schema
 HOUR = 3600
 
 
-def make_spec(aggregates: list[dict]):
+def make_spec(aggregates: list[dict], extra_columns: tuple[dict, ...] = ()):
     return minimal_spec(
         name="events",
         columns=[
@@ -35,6 +35,7 @@ def make_spec(aggregates: list[dict]):
             {"name": "zone", "type": "string"},
             {"name": "vendor", "type": "int"},
             {"name": "fare", "type": "float"},
+            *extra_columns,
         ],
         label="fare",
         aggregates=aggregates,
@@ -367,20 +368,7 @@ def test_aggregate_value_must_be_numeric():
 def make_optional_value_spec():
     """ALL_AGGREGATES, but over `tip`, an optional column without a default."""
     aggregates = [dict(a, value="tip") if "value" in a else a for a in ALL_AGGREGATES]
-    return minimal_spec(
-        name="events",
-        columns=[
-            {"name": "id", "type": "string"},
-            {"name": "when", "type": "timestamp"},
-            {"name": "zone", "type": "string"},
-            {"name": "vendor", "type": "int"},
-            {"name": "fare", "type": "float"},
-            {"name": "tip", "type": "float", "required": False},
-        ],
-        label="fare",
-        aggregates=aggregates,
-        features=[{"name": "fare_z", "source": "fare", "transform": "scale_to_z_score"}],
-    )
+    return make_spec(aggregates, ({"name": "tip", "type": "float", "required": False},))
 
 
 def rows_with_missing_tips(seed: int) -> list[dict]:
@@ -442,3 +430,27 @@ def test_streaming_period_stats_skip_missing_values_as_batch_does():
     for field in ("sums", "mins", "maxs", "present"):
         assert getattr(live, field)["tip"].tolist() == getattr(batch, field)["tip"].tolist()
     assert live.present["tip"].tolist() == [1, 0]
+
+
+def test_the_run_reference_skips_missing_values_as_the_pipeline_does():
+    """tests/aggregate_reference.py, which checks whole runs, agrees with the
+    pipeline (and so with brute_force above) on rows with missing values."""
+    from tests.aggregate_reference import reference_values
+
+    spec = make_optional_value_spec()
+    rows = rows_with_missing_tips(seed=9)
+    joined = run_join(spec, to_batches(rows, spec, batch_size=50))
+    table = pa.Table.from_pylist([joined[row["id"]] for row in rows])
+    for aggregate in spec.aggregates:
+        definition = {
+            "key": aggregate.key,
+            "value": aggregate.value,
+            "agg": aggregate.agg.value,
+            "period_seconds": aggregate.period_seconds,
+            "window_seconds": aggregate.window_seconds,
+            "default": aggregate.default,
+        }
+        expected = reference_values(table, "when", definition)
+        got = table.column(aggregate.name).to_numpy().astype(np.float64)
+        np.testing.assert_allclose(got, expected, rtol=1e-9, err_msg=aggregate.name)
+    assert table.column("tip").null_count > 50

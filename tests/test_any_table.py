@@ -303,6 +303,15 @@ def test_record_texts_tell_apart_what_differs_and_equal_what_is_equal():
 # --- duplicate declared keys ---------------------------------------------------
 
 
+def test_shards_come_from_fnv_1a_the_same_in_every_process():
+    from transforms.record_keys import cheap_fingerprints
+
+    # FNV-1a 64 of b"a" is 0xaf63dc4c8601ec8c in every implementation.
+    hashes = cheap_fingerprints(pa.array(["a", "xa", "a"]).slice(1))
+    assert hashes.tolist()[1] == 0xAF63DC4C8601EC8C
+    assert hashes[0] != hashes[1]
+
+
 def test_keys_by_shard_keeps_equal_keys_together():
     keys = pa.array([f"k{i % 50}" for i in range(1000)])
     shards = {}

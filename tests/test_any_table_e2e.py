@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from pipeline.preprocess import EXIT_OK, run
+from tests.stream_scenario import read_examples
 
 pytestmark = pytest.mark.slow
 
@@ -132,14 +133,7 @@ def raw_rows(output_dir: str) -> dict[str, tuple[str, dict]]:
 
 
 def example_keys(output_dir: str, split: str) -> list[str]:
-    import tensorflow as tf
-
-    keys = []
-    files = sorted(glob.glob(os.path.join(output_dir, split, "*.tfrecord.gz")))
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-        feature = tf.train.Example.FromString(record.numpy()).features.feature["__record_key__"]
-        keys.append(feature.bytes_list.value[0].decode())
-    return keys
+    return read_examples(os.path.join(output_dir, split), "__record_key__")
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +202,51 @@ def test_a_declared_key_that_is_not_unique_is_reported(table):
     }
     with open(os.path.join(output_dir, "report.html"), encoding="utf-8") as handle:
         assert f"{len(repeated)} values are held by" in handle.read()
+
+
+def test_bigquery_rows_without_a_key_get_unique_content_keys(table):
+    """The batch graph on BigQuery-like row dicts: identical rows are numbered."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from pipeline.preprocess import build_pipeline
+    from schemas.spec import load_spec
+    from transforms.bigquery_source import content_key
+
+    spec = load_spec(table["specs"]["keyless"])
+    names = HEADER.split(",")
+    rows = []
+    for line in table["lines"].values():
+        texts = line.split(",")
+        row = dict(zip(names, (None if t in ("NA", "?") else t for t in texts), strict=True))
+        row["bill"] = None if row["bill"] is None else float(row["bill"])
+        row["mass"] = None if row["mass"] is None else int(row["mass"])
+        row["price"] = float(row["price"])
+        rows.append(row)
+    output_dir = str(table["base"] / "bigquery")
+    options = PipelineOptions(
+        ["--spec", table["specs"]["keyless"], "--output_dir", output_dir, "--write_raw_features",
+         "--temp_location", str(table["base"] / "bigquery_tmp")]
+    )  # fmt: skip
+    with TestPipeline(runner="FnApiRunner", options=options) as p:
+        build_pipeline(p, options, spec, {}, records=p | beam.Create(rows))
+    keys = collections.Counter()
+    splits = collections.defaultdict(set)
+    for path in glob.glob(os.path.join(output_dir, "raw_features", "*", "*.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            keys[row["__record_key__"]] += 1
+            splits[row["__record_key__"].split("#")[0]].add(path.split(os.sep)[-2])
+    assert sum(keys.values()) == len(rows) and max(keys.values()) == 1
+    # Each distinct row is one hash with numbers 1..(its copies).
+    field_texts = collections.Counter(
+        content_key(["" if row[n] is None else repr(row[n]) if isinstance(row[n], float)
+                     else str(row[n]) for n in names])
+        for row in rows
+    )  # fmt: skip
+    expected = {
+        f"{digest}#{n}" for digest, copies in field_texts.items() for n in range(1, copies + 1)
+    }
+    assert set(keys) == expected
+    assert max(field_texts.values()) > 1
+    assert all(len(found) == 1 for found in splits.values())

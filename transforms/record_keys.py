@@ -12,6 +12,11 @@ its own element through the shuffle, the per-element cost of the runner paid
 fingerprint of the key into `KEY_SHARDS` Arrow arrays, and each shard's keys
 are counted at once with Arrow's `value_counts`: a few hundred elements per
 batch, and the shuffle moves only the key column.
+
+`NumberIdenticalRecords` makes the content-hash keys of BigQuery rows (see
+transforms.bigquery_source) unique: it finds the repeated hashes the same
+way, and only the rows that share one go through a second shuffle to be
+numbered.
 """
 
 from __future__ import annotations
@@ -25,8 +30,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.split import key_fingerprints
-
 KEY_SHARDS = 256
 MAX_DUPLICATE_EXAMPLES = 5
 # Where the batch job leaves the result for pipeline.finalize (in the run's
@@ -39,12 +42,39 @@ def duplicate_keys_path(out) -> str:
     return FileSystems.join(out.counts_dir, DUPLICATE_KEYS_FILE)
 
 
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def cheap_fingerprints(keys: pa.Array) -> np.ndarray:
+    """A 64-bit FNV-1a hash of every key's bytes (strings) or of its value
+    (integers), in NumPy over the Arrow buffers: one pass per byte position,
+    not a Python call per key, since every row of a run pays it. Not for
+    anything that must resist collisions: it only spreads keys over shards."""
+    if pa.types.is_integer(keys.type):
+        values = pc.fill_null(keys, 0).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        return values.astype(np.uint64) * _FNV_PRIME
+    binary = pc.fill_null(keys.cast(pa.large_binary()), b"")
+    offsets = np.frombuffer(binary.buffers()[1], dtype=np.int64)
+    offsets = offsets[binary.offset : binary.offset + len(binary) + 1]
+    data = np.frombuffer(binary.buffers()[2] or b"\0", dtype=np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    hashes = np.full(len(binary), _FNV_OFFSET, dtype=np.uint64)
+    last = len(data) - 1
+    with np.errstate(over="ignore"):  # the multiplication wraps around, as FNV's does
+        for position in range(int(lengths.max()) if len(lengths) else 0):
+            inside = position < lengths
+            byte = data[np.minimum(starts + position, last)].astype(np.uint64)
+            hashes = np.where(inside, (hashes ^ byte) * _FNV_PRIME, hashes)
+    return hashes
+
+
 def keys_by_shard(keys: pa.Array, shards: int = KEY_SHARDS) -> Iterable[tuple[int, pa.Array]]:
     """(shard, the keys in it) for every shard that the keys touch; equal keys
     always share a shard."""
     if isinstance(keys, pa.ChunkedArray):
         keys = keys.combine_chunks()
-    shard_of = (key_fingerprints(keys) % np.uint64(shards)).astype(np.int64)
+    shard_of = (cheap_fingerprints(keys) % np.uint64(shards)).astype(np.int64)
     order = np.argsort(shard_of, kind="stable")
     sorted_shards = shard_of[order]
     starts = np.flatnonzero(np.r_[True, sorted_shards[1:] != sorted_shards[:-1]])
