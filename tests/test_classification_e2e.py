@@ -14,6 +14,7 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 import yaml
 
@@ -347,6 +348,24 @@ def test_serving_signature_takes_missing_values_as_presence_masks(three_class):
     assert masked[0] == pytest.approx(masked[1], abs=1e-6)
     present = call([99.0, 0.0], [True, True], ["red", "none"], [True, True])
     assert present[0] != pytest.approx(masked[0], abs=1e-3)
+
+    # The tf.Example signature: an optional column left out means the same.
+    def example(**features) -> bytes:
+        def feature(value):
+            if isinstance(value, str):
+                return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+            if isinstance(value, int):
+                return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+            return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+
+        named = {name: feature(value) for name, value in features.items()}
+        return tf.train.Example(features=tf.train.Features(feature=named)).SerializeToString()
+
+    loaded = tf.saved_model.load(f"{three_class['model_dir']}/export")
+    examples = [example(id="a", when=BASE, x1=3.0), example(id="b", when=BASE, x1=3.0, x2=0.0,
+                color="none", legs=4)]  # fmt: skip
+    from_examples = loaded.signatures["serving_tf_example"](examples=tf.constant(examples))
+    np.testing.assert_allclose(from_examples["probabilities"].numpy(), masked, atol=1e-6)
 
 
 def test_skew_check_covers_rows_with_missing_values(three_class, capsys):
