@@ -49,5 +49,7 @@ setuptools.setup(
         ]
     },
     # matplotlib draws the benchmark plot (benchmarks/run.py).
-    extras_require={"dev": ["pytest", "ruff", "matplotlib", "hypothesis"]},
+    # palmerpenguins ships a real table (NA values, a three-class string label,
+    # no event time or key) that the tests walk through the whole path.
+    extras_require={"dev": ["pytest", "ruff", "matplotlib", "hypothesis", "palmerpenguins"]},
 )
