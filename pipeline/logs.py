@@ -24,9 +24,9 @@ What reaches the console, and how:
 
 How the chatter is kept out:
   - Beam's local runner re-logs every record that a worker process forwards
-    (logger apache_beam.runners.portability.local_job_service, as "Worker:
-    severity: INFO ... message: ..."; "Python sdk harness exiting" is one of
-    them), and its own start-up at INFO; TensorFlow and tfx-bsl log
+    (under its job service's logger, as "Worker: severity: INFO ... message:
+    ..."; "Python sdk harness exiting" is one of them), and its own start-up
+    at INFO; TensorFlow and tfx-bsl log
     their notes at INFO ("Feature x has a shape ..."): levels sort them.
     `WorkerProgressFilter` turns a forwarded progress record back into its line.
   - TensorFlow's C++ messages, written to file descriptor 2 before absl's log
