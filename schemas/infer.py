@@ -47,6 +47,9 @@ NULL_TOKEN_CANDIDATES = ("NA", "N/A", "NULL", "null", "\\N", "nan", "NaN", "None
 # A string column with at most this many distinct values, each seen twice on
 # average, gets `allowed` (TFDV's string domains are the same idea).
 MAX_ALLOWED_VALUES = 20
+# The share of a column's sampled values that may fail its type (they become
+# dead letters in the job, whose default --max_bad_fraction is 5%).
+BAD_VALUE_SHARE = 0.01
 # Names that say a column is a record id, or that its integers are times.
 _KEY_NAME = re.compile(r"(^id$|_id$|^id_|_key$|^key$|uuid|guid)", re.IGNORECASE)
 _CAMEL_KEY_NAME = re.compile(r"([a-z]Id|ID|Key)$")
@@ -86,6 +89,7 @@ class ColumnProfile:
     null_tokens: list[str]  # the candidate tokens seen in this column
     distinct: int
     numbers: list[float] = dataclasses.field(default_factory=list)  # int/float/timestamp
+    bad: list[str] = dataclasses.field(default_factory=list)  # texts not of the type
 
     @property
     def required(self) -> bool:
@@ -150,7 +154,7 @@ def profile_column(name: str, texts: list[str]) -> ColumnProfile:
             tokens.add(text)
         else:
             present.append(text)
-    column_type, numbers = _infer_type(name, present)
+    column_type, numbers, bad = _infer_type(name, present)
     return ColumnProfile(
         name=name,
         type=column_type,
@@ -160,26 +164,53 @@ def profile_column(name: str, texts: list[str]) -> ColumnProfile:
         null_tokens=sorted(tokens),
         distinct=len(set(present)),
         numbers=numbers,
+        bad=bad,
     )
 
 
-def _infer_type(name: str, present: list[str]) -> tuple[str, list[float]]:
+def _infer_type(name: str, present: list[str]) -> tuple[str, list[float], list[str]]:
+    """The column's type, its values as numbers (int, float, timestamp) and the
+    texts that are not of that type. Real exports hold a stray bad value now and
+    then; a type that all but BAD_VALUE_SHARE of the values take wins, and the
+    others are shown in a comment (the job makes their rows dead letters)."""
     if not present:
-        return "string", []
-    if all(_INT_TEXT.fullmatch(t) for t in present):
-        numbers = [int(t) for t in present]
-        if all(-(2**63) <= n < 2**63 for n in numbers):
-            low, high = _EPOCH_RANGE
-            if _TIME_NAME.search(name) and all(low <= n <= high for n in numbers):
-                return "timestamp", [float(n) for n in numbers]
-            return "int", [float(n) for n in numbers]
-    floats = [_finite_float(t) for t in present]
-    if all(f is not None for f in floats):
-        return "float", floats  # type: ignore[return-value]
-    stamps = _timestamps(present)
-    if stamps is not None:
-        return "timestamp", stamps
-    return "string", []
+        return "string", [], []
+    tolerated = math.floor(BAD_VALUE_SHARE * len(present))
+    for strict in (True, False):
+        allowance = 0 if strict else tolerated
+        for column_type, parse in (
+            ("timestamp", lambda t: _epoch_seconds(name, t)),
+            ("int", _int),
+            ("float", _finite_float),
+            ("timestamp", _timestamp),
+        ):
+            numbers, bad = [], []
+            for text in present:
+                value = parse(text)
+                if value is None:
+                    bad.append(text)
+                    if len(bad) > allowance:
+                        break
+                else:
+                    numbers.append(float(value))
+            if len(bad) <= allowance and numbers:
+                return column_type, numbers, bad
+    return "string", [], []
+
+
+def _int(text: str) -> int | None:
+    if _INT_TEXT.fullmatch(text) and -(2**63) <= int(text) < 2**63:
+        return int(text)
+    return None
+
+
+def _epoch_seconds(name: str, text: str) -> int | None:
+    """Integer epoch seconds, only in a column whose name says it holds times."""
+    value = _int(text)
+    low, high = _EPOCH_RANGE
+    if value is None or not _TIME_NAME.search(name) or not low <= value <= high:
+        return None
+    return value
 
 
 def _finite_float(text: str) -> float | None:
@@ -190,21 +221,14 @@ def _finite_float(text: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _timestamps(present: list[str]) -> list[float] | None:
-    """Epoch seconds of every text, read by the batch job's own parser (so that
-    a column declared timestamp here parses there), or None if one does not
-    parse. Texts that are numbers are not taken as times here."""
+def _timestamp(text: str) -> int | None:
+    """Epoch seconds read by the batch job's own parser, so that a column
+    declared timestamp here parses there. Numbers are not taken as times here."""
     from transforms.validation import parse_timestamp_text
 
-    seconds = []
-    for text in present:
-        if _finite_float(text) is not None:
-            return None
-        value = parse_timestamp_text(text, dt.UTC)
-        if value is None:
-            return None
-        seconds.append(float(value))
-    return seconds
+    if _finite_float(text) is not None:
+        return None
+    return parse_timestamp_text(text, dt.UTC)
 
 
 def _has_offset(text: str) -> bool:
@@ -423,6 +447,9 @@ def _write_column(w, profile: ColumnProfile, rows: int, label: str | None) -> No
         common = collections.Counter(profile.present).most_common(3)
         examples = ", ".join(_shown(value) for value, _ in common)
         notes.append(f"{profile.distinct} distinct, e.g. {examples}")
+    if profile.bad:
+        examples = ", ".join(_shown(t) for t in sorted(set(profile.bad))[:3])
+        notes.append(f"{len(profile.bad)} not {profile.type}: {examples} (dead letters)")
     if profile.missing:
         seen = [*profile.null_tokens, *(["empty"] if profile.empty else [])]
         notes.append(f"missing in {profile.missing} of {rows} ({', '.join(seen)})")
