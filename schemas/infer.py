@@ -26,12 +26,12 @@ import dataclasses
 import datetime as dt
 import gzip
 import io
+import itertools
 import json
 import math
 import re
 import statistics
 import sys
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -113,29 +113,32 @@ def read_sample(handle: IO[bytes], limit: int) -> Sample:
     """The header and the first `limit` rows of a CSV stream. Reads line by
     line and stops after the last row it needs, whatever the file's size."""
     text = io.TextIOWrapper(handle, encoding="utf-8", errors="replace", newline="")
+    try:
+        return _sample_from_lines(text, limit)
+    finally:
+        text.detach()  # the caller owns `handle`: closing the wrapper would close it
+
+
+def _sample_from_lines(text: IO[str], limit: int) -> Sample:
     first = text.readline()
     if not first.strip():
         raise InferError("the file is empty: a header line is needed")
     first = first.removeprefix("\ufeff")
     delimiter = max(_CANDIDATE_DELIMITERS, key=first.count)
-    lines = _chain([first], text)
-    reader = csv.reader(lines, delimiter=delimiter)
+    # itertools.chain, not a generator's `yield from`: closing such a generator
+    # would close the file it delegates to.
+    reader = csv.reader(itertools.chain([first], text), delimiter=delimiter)
     names = [name.strip() for name in next(reader)]
     rows: list[list[str]] = []
     quoted_newlines = False
     for row in reader:
-        if len(rows) >= limit:
-            break
         if not row or (len(row) == 1 and not row[0].strip() and len(names) > 1):
             continue  # a blank line
         quoted_newlines = quoted_newlines or any("\n" in f or "\r" in f for f in row)
         rows.append(row)
+        if len(rows) >= limit:
+            break  # before the reader asks for another line
     return Sample(names, rows, delimiter, quoted_newlines)
-
-
-def _chain(head: list[str], rest: Iterable[str]) -> Iterator[str]:
-    yield from head
-    yield from rest
 
 
 # --- profiling columns ---------------------------------------------------------
