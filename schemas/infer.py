@@ -67,6 +67,10 @@ class InferError(ValueError):
     """The data cannot be turned into a spec (the message says why)."""
 
 
+class InferBug(RuntimeError):
+    """The inferred spec does not validate: a defect of this module, not of the data."""
+
+
 @dataclasses.dataclass
 class Sample:
     """The header and up to `limit` rows of a CSV file, as field texts."""
@@ -421,7 +425,7 @@ def infer_spec(
     try:
         parse_spec(yaml.safe_load(text), source="<inferred spec>")
     except SpecError as error:  # a bug here: the inferred spec must always validate
-        raise AssertionError(f"the inferred spec does not validate:\n{error}\n{text}") from None
+        raise InferBug(f"the inferred spec does not validate:\n{error}\n{text}") from None
     return text
 
 
@@ -475,7 +479,7 @@ def _write_choice(w, field, chosen, candidates, what, consequence) -> None:
         others = [c for c in candidates if c != chosen]
         if others:
             w(f"# Other {what} candidates: {', '.join(others)}.")
-        w(f"{field}: {chosen}")
+        w(f"{field}: {_scalar(chosen)}")
     else:
         if candidates:
             w(f"# {what.capitalize()} candidates (none is clear): {', '.join(candidates)}.")
@@ -522,13 +526,13 @@ def _feature_name(base: str, used: set[str]) -> str:
 
 def _write_features(w, profile: ColumnProfile, used: set[str]) -> int:
     """The default features of one column; returns how many."""
-    name, column_type = profile.name, profile.type
+    name, column_type = _scalar(profile.name), profile.type
     fill = ""
     if not profile.present:
         w(f"  # {name}: no value in the sample, so no feature.")
         return 0
     if column_type in ("int", "float"):
-        feature = _feature_name(f"{name}_z", used)
+        feature = _feature_name(f"{profile.name}_z", used)
         steps = "scale_to_z_score"
         if not profile.required:
             value = _median(profile.numbers, column_type)
@@ -537,7 +541,7 @@ def _write_features(w, profile: ColumnProfile, used: set[str]) -> int:
         w(f"  - {{name: {feature}, source: {name}, transform: [{fill}{steps}]}}")
         return 1
     if column_type == "string":
-        feature = _feature_name(f"{name}_id", used)
+        feature = _feature_name(f"{profile.name}_id", used)
         if profile.distinct > MAX_ALLOWED_VALUES and profile.distinct > len(profile.present) / 2:
             w(f"  # {name}: mostly distinct values; a vocabulary of them helps little.")
         if not profile.required:
@@ -553,7 +557,7 @@ def _write_features(w, profile: ColumnProfile, used: set[str]) -> int:
     if any(int(s) % 86400 for s in profile.numbers):
         parts.insert(0, "hour")  # not for dates: their hour is always 0
     for part in parts:
-        feature = _feature_name(f"{name}_{part}", used)
+        feature = _feature_name(f"{profile.name}_{part}", used)
         w(f"  - {{name: {feature}, source: {name}, transform: {{datetime: {{part: {part}}}}}}}")
     return len(parts)
 
@@ -569,7 +573,6 @@ def infer_file(path: str, label: str | None, sample_rows: int = DEFAULT_SAMPLE_R
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m schemas.infer",
         description="Infers a commented dataset spec from a sample of a CSV file and "
         "prints it (redirect it to spec.yaml, review it, then run pipeline.preprocess).",
     )
@@ -589,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
     except (InferError, OSError, UnicodeDecodeError, csv.Error) as error:
         print(f"schemas.infer: {args.data}: {error}", file=sys.stderr)
         return 2
+    except InferBug as error:
+        print(f"schemas.infer: please report this defect: {error}", file=sys.stderr)
+        return 1
     sys.stdout.write(text)
     return 0
 

@@ -221,6 +221,21 @@ def test_yaml_keywords_and_odd_values_read_back_exactly():
     parse_spec(spec)
 
 
+def test_column_names_that_are_yaml_keywords_stay_names():
+    rows = "".join(f"{i},x{i % 2},2025-01-0{i + 1} 10:00:00,{i}\n" for i in range(4))
+    spec = infer_dict("on,null,yes,true\n" + rows, "true")
+    assert [c["name"] for c in spec["columns"]] == ["on", "null", "yes", "true"]
+    assert spec["label"] == "true" and spec["timestamp_column"] == "yes"
+    assert {f["source"] for f in spec["features"]} == {"on", "null", "yes"}
+    parse_spec(spec)
+
+
+def test_crlf_line_ends_are_not_quoted_line_breaks():
+    spec = infer_dict("x,y\r\n1,2\r\n3,4\r\n", "y")
+    assert "csv" not in spec
+    assert column(spec, "x") == {"name": "x", "type": "int"}
+
+
 def test_big_and_tiny_float_fills_stay_floats():
     spec = infer_dict("x,y\n1e20,1\n3e20,2\n,3\n", "y")
     assert features_of(spec, "x")[0]["transform"][0] == {"fill_missing": {"value": 1e20}}
