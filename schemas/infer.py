@@ -274,6 +274,12 @@ def _number(value: float, column_type: str) -> str:
     return f"{value:.6g}"
 
 
+def suggested_name(header_name: str) -> str:
+    """A spec name for a header name: runs of other characters become _."""
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", header_name).strip("_")[:100] or "column"
+    return "c_" + name if name[0].isdigit() else name
+
+
 def _spec_name(path: str) -> str:
     stem = Path(path.rstrip("/")).name
     for suffix in (".gz", ".csv", ".tsv", ".txt"):
@@ -323,10 +329,14 @@ def infer_spec(
     names = sample.names
     bad = [n for n in names if not re.fullmatch(_NAME_PATTERN, n) or len(n) > 100]
     if bad:
+        # The job finds each spec column by its name in the header, so a name
+        # that cannot be a spec name cannot be renamed in the spec alone.
+        renames = "; ".join(f"{name!r} -> {suggested_name(name)}" for name in bad[:10])
+        more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
         raise InferError(
-            "column names must be letters, digits and _, not starting with a digit "
-            f"(the spec names columns by the header): rename {', '.join(map(repr, bad))} "
-            "in the file's header"
+            "column names must be letters, digits and _, not starting with a digit, "
+            "and the job finds columns by the header's names: rename them in the "
+            f"file's header line, e.g. {renames}{more}"
         )
     duplicated = sorted(n for n, c in collections.Counter(names).items() if c > 1)
     if duplicated:

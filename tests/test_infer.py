@@ -204,7 +204,8 @@ def test_a_label_with_missing_values_stays_required():
         ("x,y\n1,2\n", "z", "no such column"),
         ("x,t\n1,2025-01-01\n", "t", "a label must be a number or a string"),
         ("x,y\n", "y", "no rows"),
-        ("x y,y\n1,2\n", "y", "rename 'x y'"),
+        ("Body Mass (g),y\n1,2\n", "y", r"'Body Mass \(g\)' -> Body_Mass_g"),
+        ("1st,y\n1,2\n", "y", "'1st' -> c_1st"),
         ("x,x,y\n1,2,3\n", "y", "twice"),
     ],
 )
