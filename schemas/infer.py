@@ -47,6 +47,9 @@ NULL_TOKEN_CANDIDATES = ("NA", "N/A", "NULL", "null", "\\N", "nan", "NaN", "None
 # A string column with at most this many distinct values, each seen twice on
 # average, gets `allowed` (TFDV's string domains are the same idea).
 MAX_ALLOWED_VALUES = 20
+# Characters of a typical value above which a string column is free text
+# (comments, descriptions), which gets no `allowed`.
+LONG_TEXT = 25
 # The share of a column's sampled values that may fail its type (they become
 # dead letters in the job, whose default --max_bad_fraction is 5%).
 BAD_VALUE_SHARE = 0.01
@@ -288,12 +291,23 @@ def _spec_name(path: str) -> str:
     return ("d_" + name if name[0].isdigit() else name)[:100]
 
 
-def _allowed(profile: ColumnProfile) -> list[str] | None:
+def _allowed(profile: ColumnProfile, label: str | None = None) -> list[str] | None:
     if profile.type != "string" or not profile.present:
         return None
+    if profile.name != label and _is_text(profile):
+        return None  # free text: its next value is a new one
     if profile.distinct <= MAX_ALLOWED_VALUES and len(profile.present) >= 2 * profile.distinct:
         return sorted(set(profile.present))
     return None
+
+
+def _is_text(profile: ColumnProfile) -> bool:
+    """Sentences rather than categories: a median length over LONG_TEXT."""
+    return statistics.median_low(sorted(len(t) for t in profile.present)) > LONG_TEXT
+
+
+def _mostly_distinct(profile: ColumnProfile) -> bool:
+    return profile.distinct > MAX_ALLOWED_VALUES and profile.distinct > len(profile.present) / 2
 
 
 def _looks_unique(profile: ColumnProfile) -> bool:
@@ -476,7 +490,7 @@ def _write_column(w, profile: ColumnProfile, rows: int, label: str | None) -> No
             w("    # The label stays required: a row without one is a dead letter.")
     elif not profile.required:
         w("    required: false")
-    allowed = _allowed(profile)
+    allowed = _allowed(profile, label)
     if allowed is not None:
         w("    # Every value the sample holds; another value makes a row a dead letter.")
         w(f"    allowed: [{', '.join(json.dumps(v, ensure_ascii=False) for v in allowed)}]")
@@ -541,6 +555,9 @@ def _write_features(w, profile: ColumnProfile, used: set[str]) -> int:
     if not profile.present:
         w(f"  # {name}: no value in the sample, so no feature.")
         return 0
+    if profile.required and profile.distinct == 1:
+        w(f"  # {name}: one value in the whole sample, so no feature.")
+        return 0
     if column_type in ("int", "float"):
         feature = _feature_name(f"{profile.name}_z", used)
         steps = "scale_to_z_score"
@@ -551,9 +568,11 @@ def _write_features(w, profile: ColumnProfile, used: set[str]) -> int:
         w(f"  - {{name: {feature}, source: {name}, transform: [{fill}{steps}]}}")
         return 1
     if column_type == "string":
+        if _mostly_distinct(profile):
+            # An id or free text: a vocabulary of it would mostly memorise train rows.
+            w(f"  # {name}: mostly distinct values, so no feature (a hash of it, if it helps).")
+            return 0
         feature = _feature_name(f"{profile.name}_id", used)
-        if profile.distinct > MAX_ALLOWED_VALUES and profile.distinct > len(profile.present) / 2:
-            w(f"  # {name}: mostly distinct values; a vocabulary of them helps little.")
         if not profile.required:
             fill = '{fill_missing: {value: "__missing__"}}, '
         steps = "{vocabulary: {num_oov_buckets: 1}}"

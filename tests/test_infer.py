@@ -134,6 +134,25 @@ def test_an_optional_string_feature_fills_missing_first():
     ]
 
 
+def test_no_domain_for_free_text_and_no_feature_of_a_constant_or_an_id_like_column():
+    rows = "".join(
+        f"{'Not enough blood for isotopes.' if i % 2 else 'Nest never observed with full clutch.'},"
+        f"Anvers,n{i},{i % 3},{i}\n"
+        for i in range(40)
+    )
+    spec = infer_dict("comment,region,individual,group,y\n" + rows, "y")
+    assert "allowed" not in column(spec, "comment")
+    assert features_of(spec, "comment") != []
+    assert column(spec, "region")["allowed"] == ["Anvers"]
+    assert features_of(spec, "region") == []  # one value: nothing to learn
+    assert "key_column" not in spec and features_of(spec, "individual") == []
+    assert features_of(spec, "group") != []
+    parse_spec(spec)
+    # One value and missing values: present or not is information.
+    spec = infer_dict("region,y\nAnvers,1\n,2\nAnvers,3\n", "y")
+    assert features_of(spec, "region") != []
+
+
 def test_a_single_timestamp_is_the_event_time_with_calendar_parts():
     rows = "".join(f"t{i},2025-03-0{i + 1}T0{i}:00:00Z,2025-03-0{i + 1},{i}.5\n" for i in range(5))
     spec = infer_dict("trip_id,at,day,y\n" + rows, "y")
