@@ -1,6 +1,6 @@
 """Schema inference: a first dataset spec from a sample of a CSV file.
 
-    python -m schemas.infer DATA.csv [--label COL] [--sample_rows N] > spec.yaml
+    python -m schemas.infer DATA.csv --label COL [--sample_rows N] > spec.yaml
 
 reads the header and at most N rows (default 10,000) of DATA, one line at a
 time, so that its memory does not grow with the file; DATA is a local path or
@@ -55,7 +55,7 @@ LONG_TEXT = 25
 BAD_VALUE_SHARE = 0.01
 # Names that say a column is a record id, or that its integers are times.
 _KEY_NAME = re.compile(r"(^id$|_id$|^id_|_key$|^key$|uuid|guid)", re.IGNORECASE)
-_CAMEL_KEY_NAME = re.compile(r"([a-z]Id|ID|Key)$")
+_CAMEL_KEY_NAME = re.compile(r"([a-z]Id|[a-z]ID|^ID|[a-z]Key)$")
 _TIME_NAME = re.compile(r"(time|date|timestamp|epoch|_at$|_ts$|^ts$)", re.IGNORECASE)
 # Epoch seconds a time-named integer column must lie in to be read as a
 # timestamp: 1973-03-03 .. 2096-10-02 (smaller numbers are more likely counts).
@@ -112,8 +112,8 @@ def open_binary(path: str) -> IO[bytes]:
         from apache_beam.io.filesystems import FileSystems  # remote paths only
 
         return FileSystems.open(path)  # decompresses .gz by its extension
-    raw = open(path, "rb")  # noqa: SIM115 (the caller closes it)
-    return gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+    # The caller closes it (gzip.open's file closes the file it opened).
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
 def read_sample(handle: IO[bytes], limit: int) -> Sample:
@@ -341,6 +341,11 @@ def infer_spec(
 ) -> str:
     """The commented spec YAML for a sample."""
     names = sample.names
+    if names and names[0].startswith("#"):
+        raise InferError(
+            f"the first line must be the header, and {names[0][:60]!r} looks like a comment: "
+            "remove the lines before the header (the job reads every line as a record)"
+        )
     bad = [n for n in names if not re.fullmatch(_NAME_PATTERN, n) or len(n) > 100]
     if bad:
         # The job finds each spec column by its name in the header, so a name

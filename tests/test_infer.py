@@ -226,6 +226,7 @@ def test_a_label_with_missing_values_stays_required():
         ("Body Mass (g),y\n1,2\n", "y", r"'Body Mass \(g\)' -> Body_Mass_g"),
         ("1st,y\n1,2\n", "y", "'1st' -> c_1st"),
         ("x,x,y\n1,2,3\n", "y", "twice"),
+        ("# from a website\nx,y\n1,2\n", "y", "looks like a comment"),
     ],
 )
 def test_what_cannot_become_a_spec_is_an_error(csv_text, label, message):
