@@ -43,6 +43,7 @@ setuptools.setup(
             "beam-tft-sample-data = pipeline.sample_data:main",
             "beam-tft-replay = pipeline.replay:main",
             "beam-tft-check-spec = schemas.spec:main",
+            "beam-tft-infer-spec = schemas.infer:main",
             "beam-tft-train = trainer.task:main",
             "beam-tft-instances = trainer.instances:main",
             "beam-tft-predict = trainer.predict:main",
