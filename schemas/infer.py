@@ -37,7 +37,7 @@ from typing import IO
 
 import yaml
 
-from schemas.spec import _NAME_PATTERN, RECORD_KEY, SpecError, parse_spec
+from schemas.spec import NAME_PATTERN, RECORD_KEY, SpecError, parse_spec
 
 DEFAULT_SAMPLE_ROWS = 10_000
 # Texts that exports from R, pandas, databases and spreadsheets write for a
@@ -258,7 +258,7 @@ def _scalar(value: str | int | float) -> str:
         # YAML 1.1 (PyYAML) reads 1e+20 as a string: its floats need a dot.
         mantissa, e, exponent = repr(value).partition("e")
         return (mantissa if "." in mantissa else mantissa + ".0") + e + exponent
-    if re.fullmatch(_NAME_PATTERN, value) and yaml.safe_load(value) == value:
+    if re.fullmatch(NAME_PATTERN, value) and yaml.safe_load(value) == value:
         return value
     return json.dumps(value, ensure_ascii=False)
 
@@ -346,7 +346,7 @@ def infer_spec(
             f"the first line must be the header, and {names[0][:60]!r} looks like a comment: "
             "remove the lines before the header (the job reads every line as a record)"
         )
-    bad = [n for n in names if not re.fullmatch(_NAME_PATTERN, n) or len(n) > 100]
+    bad = [n for n in names if not re.fullmatch(NAME_PATTERN, n) or len(n) > 100]
     if bad:
         # The job finds each spec column by its name in the header, so a name
         # that cannot be a spec name cannot be renamed in the spec alone.

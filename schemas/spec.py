@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # Feature and column names become tf.train.Example keys and Python identifiers in
 # the transform graph, so they are restricted to a safe subset.
-_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-Name = Annotated[str, Field(pattern=_NAME_PATTERN, max_length=128)]
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
 
 
 # The column of the record key that the input adapters derive when the spec
