@@ -54,7 +54,8 @@ quietly python -m trainer.task --data_dir "$OUTPUT" --model_dir "$MODEL_DIR" \
 python - "$MODEL_DIR/metrics.json" <<'PY'
 import json, sys
 metrics = json.load(open(sys.argv[1]))
-name = "rmse" if "eval_rmse" in metrics else "auc"
+# The headline metric of the label's kind: regression, binary, multiclass.
+name = next(n for n in ("rmse", "auc", "accuracy") if f"eval_{n}" in metrics)
 print(f"eval {name} {metrics['eval_' + name]:.3f} vs constant baseline "
       f"{metrics['baseline_' + name]:.3f} after {metrics['global_step']} steps")
 PY
