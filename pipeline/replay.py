@@ -59,13 +59,18 @@ def typed_rows(spec, path: str, limit: int | None):
     return rows[:limit] if limit else rows, rejected
 
 
-def live_message(row: dict, timestamp_column: str | None, now: float) -> bytes:
+def live_message(
+    row: dict, timestamp_column: str | None, now: float, source_names: dict | None = None
+) -> bytes:
+    """The row as the streaming job's JSON message, stamped `now`; keys are the
+    input's own names (`source_names`: spec name -> a column's `header`)."""
     stamped = {name: value for name, value in row.items() if name != RECORD_KEY}
     if timestamp_column is not None:
         stamped[timestamp_column] = dt.datetime.fromtimestamp(int(now), dt.UTC).strftime(
             "%Y-%m-%dT%H:%M:%SZ"
         )
-    return json.dumps(stamped).encode("utf-8")
+    names = source_names or {}
+    return json.dumps({names.get(name, name): value for name, value in stamped.items()}).encode()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(exceptions.AlreadyExists):
                 create()
         print(f"subscription {subscription}")
+    source_names = {c.name: c.source_name for c in spec.columns if c.header is not None}
     started = time.time()
     futures = []
     for index, row in enumerate(rows):
@@ -114,9 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         delay = started + index / args.rate - time.time()
         if delay > 0:
             time.sleep(delay)
-        futures.append(
-            publisher.publish(args.topic, live_message(row, spec.timestamp_column, time.time()))
-        )
+        message = live_message(row, spec.timestamp_column, time.time(), source_names)
+        futures.append(publisher.publish(args.topic, message))
     for future in futures:
         future.result(timeout=60)
     print(

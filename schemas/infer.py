@@ -277,6 +277,10 @@ def _number(value: float, column_type: str) -> str:
     return f"{value:.6g}"
 
 
+def _valid_name(header: str) -> bool:
+    return bool(re.fullmatch(NAME_PATTERN, header)) and len(header) <= 100
+
+
 def suggested_name(header_name: str) -> str:
     """A spec name for a header name: runs of other characters become _."""
     name = re.sub(r"[^A-Za-z0-9_]+", "_", header_name).strip("_")[:100] or "column"
@@ -346,20 +350,20 @@ def infer_spec(
             f"the first line must be the header, and {names[0][:60]!r} looks like a comment: "
             "remove the lines before the header (the job reads every line as a record)"
         )
-    bad = [n for n in names if not re.fullmatch(NAME_PATTERN, n) or len(n) > 100]
-    if bad:
-        # The job finds each spec column by its name in the header, so a name
-        # that cannot be a spec name cannot be renamed in the spec alone.
-        renames = "; ".join(f"{name!r} -> {suggested_name(name)}" for name in bad[:10])
-        more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
-        raise InferError(
-            "column names must be letters, digits and _, not starting with a digit, "
-            "and the job finds columns by the header's names: rename them in the "
-            f"file's header line, e.g. {renames}{more}"
-        )
     duplicated = sorted(n for n, c in collections.Counter(names).items() if c > 1)
     if duplicated:
         raise InferError(f"the header names these columns twice: {', '.join(duplicated)}")
+    # A header text that cannot be a spec name ("Culmen Length (mm)") gets one,
+    # and the column keeps the text as its `header`, by which the job finds it.
+    headers = {}
+    for header in names:
+        name = header if _valid_name(header) else suggested_name(header)
+        while name in headers or (name in names and name != header):
+            name += "_"
+        headers[name] = header
+    names = list(headers)
+    if label is not None and label not in headers:
+        label = next((name for name, header in headers.items() if header == label), label)
     if RECORD_KEY in names:
         raise InferError(f"the column name {RECORD_KEY} is reserved for the derived record key")
     if not sample.rows:
@@ -414,7 +418,7 @@ def infer_spec(
 
     w("columns:")
     for profile in profiles:
-        _write_column(w, profile, rows, label)
+        _write_column(w, profile, rows, label, headers[profile.name])
     w("")
 
     _write_choice(
@@ -458,8 +462,10 @@ def infer_spec(
     return text
 
 
-def _write_column(w, profile: ColumnProfile, rows: int, label: str | None) -> None:
+def _write_column(w, profile: ColumnProfile, rows: int, label: str | None, header: str) -> None:
     w(f"  - name: {_scalar(profile.name)}")
+    if header != profile.name:
+        w(f"    header: {json.dumps(header)}  # the file's name for it")
     w(f"    type: {profile.type}")
     notes = []
     if not profile.present:

@@ -98,11 +98,20 @@ class Column(_Strict):
     # Texts that mean missing in this column, besides the spec's top-level
     # null_tokens and the empty field (compared with the whitespace-trimmed text).
     null_tokens: list[str] = Field(default_factory=list)
+    # The column's name in the input when that is not a valid spec name: its
+    # header text in CSV ("Culmen Length (mm)"), its field name in BigQuery, its
+    # key in a JSON message. Default: `name`.
+    header: str | None = Field(default=None, min_length=1)
     description: str = ""
 
     @property
     def kind(self) -> Kind:
         return _KIND_OF_COLUMN_TYPE[self.type]
+
+    @property
+    def source_name(self) -> str:
+        """What the input calls this column (`header`, else `name`)."""
+        return self.header if self.header is not None else self.name
 
 
 class Split(_Strict):
@@ -578,11 +587,15 @@ def _check_references(spec: DatasetSpec) -> list[str]:
     columns = spec._columns_by_name()
 
     seen: set[str] = set()
+    source_names: set[str] = set()
     for i, column in enumerate(spec.columns):
         where = f"columns[{i}] ({column.name})"
         if column.name in seen:
             problems.append(f"{where}: duplicate column name")
         seen.add(column.name)
+        if column.source_name in source_names:
+            problems.append(f"{where}: header {column.source_name!r} names another column too")
+        source_names.add(column.source_name)
         if column.name == RECORD_KEY:
             problems.append(f"{where}: the name is reserved for the derived record key")
         problems.extend(f"{where}.{p}" for p in _null_token_problems(column.null_tokens))
@@ -906,8 +919,9 @@ def _canonical_content(spec: DatasetSpec) -> dict:
         if not content[absent_by_default]:
             del content[absent_by_default]
     for column in content["columns"]:
-        if not column["null_tokens"]:
-            del column["null_tokens"]
+        for absent_by_default in ("null_tokens", "header"):
+            if not column[absent_by_default]:
+                del column[absent_by_default]
     return content
 
 

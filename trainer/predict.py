@@ -77,7 +77,8 @@ class JsonInstances:
                 continue
             fields, problem = [], None
             for column, tokens in zip(self.spec.columns, self.missing_tokens, strict=True):
-                value = document.get(column.name)
+                # By the spec's name, or by the input's own (a CSV header text).
+                value = document.get(column.name, document.get(column.source_name))
                 if isinstance(value, str) and value.strip() in tokens:
                     value = None
                 problem = json_type_problem(column, value)

@@ -98,7 +98,8 @@ class BigQueryRows:
     kind = "bigquery_rows"
 
     def __init__(self, spec: DatasetSpec, source: str):
-        self.column_names = spec.column_names
+        # A row's field names are what the table calls its columns.
+        self.column_names = [column.source_name for column in spec.columns]
         self.source = source
         self.derive_keys = spec.derives_record_key
 

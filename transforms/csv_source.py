@@ -76,8 +76,9 @@ def _first_line(path: str) -> str:
 
 
 def layout_from_first_line(path: str, size: int, first_line: str, spec: DatasetSpec) -> CsvLayout:
-    """Decides whether the file has a header and maps spec columns to positions."""
-    names = spec.column_names
+    """Decides whether the file has a header and maps spec columns to positions
+    (a column is found by its `source_name`: its header text)."""
+    names = [column.source_name for column in spec.columns]
     fields = [
         field.strip() for field in next(csv.reader([first_line], delimiter=spec.csv.delimiter), [])
     ]

@@ -184,7 +184,7 @@ class PubsubMessages:
     def _fields(self, document: dict, attributes: dict):
         fields = []
         for column, tokens in zip(self.spec.columns, self.missing_tokens, strict=True):
-            value = document.get(column.name)
+            value = document.get(column.source_name)
             if isinstance(value, str) and value.strip() in tokens:
                 # A declared null token ("NA") means missing in any column, as in a
                 # CSV field, though a number column otherwise takes no JSON string.
