@@ -62,8 +62,8 @@ class JsonInstances:
         import pyarrow as pa
 
         from schemas.spec import RECORD_KEY
-        from transforms.messages import json_type_problem
-        from transforms.records import Fields, dead_letter, field_text
+        from transforms.messages import document_field_texts
+        from transforms.records import Fields, dead_letter
 
         sources, texts, rows, rejected = [], [], [], []
         for source, text in instances:
@@ -75,19 +75,11 @@ class JsonInstances:
             if not isinstance(document, dict):
                 rejected.append(dead_letter(source, text, "an instance must be a JSON object"))
                 continue
-            fields, problem = [], None
-            for column, tokens in zip(self.spec.columns, self.missing_tokens, strict=True):
-                # By the spec's name, or by the input's own (a CSV header text).
-                value = document.get(column.name, document.get(column.source_name))
-                if isinstance(value, str) and value.strip() in tokens:
-                    value = None
-                problem = json_type_problem(column, value)
-                if problem is not None:
-                    problem = f"{column.name}: {problem}"
-                    break
-                fields.append(field_text(value))
+            fields, problem = document_field_texts(
+                self.spec.columns, self.missing_tokens, document, _by_either_name
+            )
             if problem is not None:
-                rejected.append(dead_letter(source, text, problem))
+                rejected.append(dead_letter(source, text, ": ".join(problem)))
                 continue
             sources.append(source)
             texts.append(text)
@@ -98,6 +90,11 @@ class JsonInstances:
         return [
             Fields.from_rows(sources, texts, rows, len(self.spec.columns), rejected, extra=extra)
         ]
+
+
+def _by_either_name(document: dict, column):
+    """By the spec's name, or by the input's own (a CSV header text)."""
+    return document.get(column.name, document.get(column.source_name))
 
 
 def signature_inputs(valid, input_specs: dict) -> dict:

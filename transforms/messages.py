@@ -182,25 +182,42 @@ class PubsubMessages:
         )
 
     def _fields(self, document: dict, attributes: dict):
-        fields = []
-        for column, tokens in zip(self.spec.columns, self.missing_tokens, strict=True):
-            value = document.get(column.source_name)
-            if isinstance(value, str) and value.strip() in tokens:
-                # A declared null token ("NA") means missing in any column, as in a
-                # CSV field, though a number column otherwise takes no JSON string.
-                value = None
-            problem = json_type_problem(column, value)
-            text = field_text(value) if problem is None else ""
-            if (
-                problem is None
-                and column is self.timestamp_column
-                and self.spec.timestamp_attribute
-            ):
-                text, problem = self._event_time_field(text, attributes)
-            if problem is not None:
-                return None, (column.name, problem)
-            fields.append(text)
-        return fields, None
+        def with_attribute(column: Column, text: str) -> tuple[str, str | None]:
+            if column is self.timestamp_column and self.spec.timestamp_attribute:
+                return self._event_time_field(text, attributes)
+            return text, None
+
+        return document_field_texts(
+            self.spec.columns, self.missing_tokens, document, by_source_name, with_attribute
+        )
+
+
+def by_source_name(document: dict, column: Column):
+    """A column's value in a JSON object: under the input's own name for it."""
+    return document.get(column.source_name)
+
+
+def document_field_texts(columns, missing_tokens, document: dict, lookup, adjust=None):
+    """The field text of each column's value in a JSON object (`lookup(document,
+    column)`), as the validator takes CSV fields: ([text, ...], None), or
+    (None, (column name, problem)) for the first value of the wrong JSON type.
+    A string that is one of the column's null tokens means missing. `adjust(column,
+    text)` may replace a text, or name a problem with it."""
+    fields = []
+    for column, tokens in zip(columns, missing_tokens, strict=True):
+        value = lookup(document, column)
+        if isinstance(value, str) and value.strip() in tokens:
+            # A declared null token ("NA") means missing in any column, as in a
+            # CSV field, though a number column otherwise takes no JSON string.
+            value = None
+        problem = json_type_problem(column, value)
+        text = field_text(value) if problem is None else ""
+        if problem is None and adjust is not None:
+            text, problem = adjust(column, text)
+        if problem is not None:
+            return None, (column.name, problem)
+        fields.append(text)
+    return fields, None
 
 
 def message_origin(message) -> tuple[str | None, int | None]:
