@@ -470,7 +470,7 @@ def test_penguins_predict_on_raw_json_with_nulls_and_verify_skew(penguins, tmp_p
     paths = sorted(glob.glob(f"{output_dir}/raw_features/eval/*.parquet"))
     species = pa.concat_tables([pq.read_table(p) for p in paths]).column("species").to_pylist()
     correct = 0
-    for result, truth in zip(results, species, strict=False):
+    for result, truth in zip(results, species, strict=True):
         assert sorted(result["probabilities"]) == ["Adelie", "Chinstrap", "Gentoo"]
         assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         correct += result["predicted_class"] == truth

@@ -189,8 +189,8 @@ def test_old_logs_are_pruned_to_the_newest(tmp_path, quiet_console):
     with run_log(str(directory / "20270101.log")):
         pass
     remaining = sorted(os.listdir(directory))
-    assert len([name for name in remaining if name.endswith(".log")]) == logs.KEEP_LOGS
-    assert remaining[-2:] == ["20270101.log", "notes.txt"]
+    newest_old = [f"2026010{index:02d}.log" for index in range(logs.KEEP_LOGS + 3)][4:]
+    assert remaining == [*newest_old, "20270101.log", "notes.txt"]
 
 
 def test_a_remote_output_logs_to_the_local_temp_dir(tmp_path):
