@@ -42,10 +42,12 @@ LOG="$MODEL_DIR/train.log"
 # Runs a step with its stderr (TensorFlow's and Keras' messages) in $LOG, and
 # shows the end of it if the step fails.
 quietly() {
-  if ! "$@" 2>> "$LOG"; then
-    echo "error: $* failed; the end of $LOG:" >&2
+  local code=0
+  "$@" 2>> "$LOG" || code=$?
+  if [ "$code" -ne 0 ]; then
+    echo "error: $* failed (exit $code); the end of $LOG:" >&2
     tail -n 20 "$LOG" >&2
-    exit 1
+    exit "$code"
   fi
 }
 echo "training ${TRAIN_STEPS:-2000} steps (log: $LOG)"

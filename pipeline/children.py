@@ -71,7 +71,9 @@ def stop_descendants(grace_seconds: float = 5.0, root: int | None = None) -> lis
 
 
 SDK_WORKER_MODULE = "apache_beam.runners.worker.sdk_worker_main"
-# Started early, waiting to become an SDK worker (pipeline.workarounds.early_workers).
+# What a process started early to become an SDK worker runs
+# (pipeline.workarounds.early_workers starts it; a module of its own, which that
+# package does not import, so that `python -m` runs it fresh).
 WARM_WORKER_MODULE = "pipeline.workarounds.waiting_worker"
 # What Beam's local runner raises, on the thread that waits for a worker process,
 # when the worker (started through a shell) exits with a non-zero code.

@@ -27,9 +27,8 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import manifest as manifest_io
-from pipeline.logs import LOGS_DIR
+from pipeline.layout import LOGS_DIR, STAGING_DIR
 
-STAGING_DIR = "_staging"
 # Like the staging area, the runs' log files (pipeline/logs.py) are not an
 # output: a commit leaves them, and a failed run's log stays for reading.
 _NOT_OUTPUTS = frozenset({STAGING_DIR, LOGS_DIR})

@@ -20,6 +20,7 @@ A batch run's output directory:
       raw_features/<split>/part-*.parquet   with --write_raw_features
       report.html
       _staging/<run id>/            a run in progress (pipeline/commit.py)
+      _logs/<run id>.log            each run's log (pipeline/logs.py), not part of a run
       _counts/, tft_tmp/            scratch of a run in progress, removed before the commit
 
 A streaming run's output directory:
@@ -57,6 +58,8 @@ JSON_LINES_SUFFIX = ".jsonl"
 DEAD_LETTER_SUFFIX = JSON_LINES_SUFFIX
 # Under OUTPUT but never part of a committed run.
 STAGING_DIR = "_staging"
+# The runs' log files (pipeline/logs.py), kept for failed runs too.
+LOGS_DIR = "_logs"
 COUNTS_DIR = "_counts"
 TFT_TEMP_DIR = "tft_tmp"
 

@@ -58,10 +58,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 
+from pipeline.layout import LOGS_DIR
 from transforms.progress import INTERVAL_VARIABLE, ProgressReport, parse_line
 
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-LOGS_DIR = "_logs"
 # Log files kept per output directory: each run adds one, the oldest go.
 KEEP_LOGS = 10
 PHASE_PREFIX = "phase: "
@@ -355,11 +355,6 @@ def run_log_path(output_dir: str, run_id: str) -> str:
     if "://" in output_dir:
         return os.path.join(tempfile.gettempdir(), "beam-tft-logs", f"{run_id}.log")
     return os.path.join(output_dir, LOGS_DIR, f"{run_id}.log")
-
-
-def new_run_id() -> str:
-    """A sortable, unique name for a run without one of its own."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
 
 
 def console_stream():

@@ -57,6 +57,7 @@ from pipeline.options import (
     unknown_flags,
     validate_options,
 )
+from pipeline.workarounds import quick_exit
 from pipeline.workarounds.quick_exit import exit_now
 from schemas.spec import DatasetSpec, SpecError, load_spec
 from transforms.aggregates import JoinAggregates
@@ -400,7 +401,7 @@ def main() -> None:
         if help_requested(argv)
         else PipelineOptions(argv).view_as(WorkaroundOptions).disable_workaround
     )
-    exit_now(code, enabled="quick_exit" not in disabled)
+    exit_now(code, enabled=quick_exit.NAME not in disabled)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from apache_beam.transforms import window
 
 from pipeline import lifecycle, workarounds
 from pipeline import manifest as manifest_io
+from pipeline.commit import new_run_id
 from pipeline.dataflow import dry_run_requested, write_job_file
 from pipeline.layout import (
     DEAD_LETTER_SUFFIX,
@@ -43,7 +44,7 @@ from pipeline.layout import (
     StreamLayout,
 )
 from pipeline.lifecycle import EXIT_OK, EXIT_USAGE, StopRequested, StopState
-from pipeline.logs import new_run_id, run_log, run_log_path
+from pipeline.logs import run_log, run_log_path
 from pipeline.options import (
     LOCAL_STREAMING_RUNNER,
     STREAM_OPTION_CLASSES,

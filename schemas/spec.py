@@ -36,6 +36,14 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=128)]
 # The column of the record key that the input adapters derive when the spec
 # declares no key_column (see DatasetSpec.record_key). No spec column may take it.
 RECORD_KEY = "__record_key__"
+# Names the job gives columns of its own, beside the spec's (transforms.messages'
+# EVENT_TIME, transforms.analyze's PASSTHROUGH_KEY and LABEL_PASSTHROUGH).
+RESERVED_COLUMN_NAMES = {
+    RECORD_KEY: "the derived record key",
+    "__event_time__": "the event time of a stream without timestamp_column",
+    "__passthrough_key__": "the record key carried through the transform graph",
+    "__raw_label__": "the raw label carried through the transform graph",
+}
 
 
 class SpecError(ValueError):
@@ -596,8 +604,9 @@ def _check_references(spec: DatasetSpec) -> list[str]:
         if column.source_name in source_names:
             problems.append(f"{where}: header {column.source_name!r} names another column too")
         source_names.add(column.source_name)
-        if column.name == RECORD_KEY:
-            problems.append(f"{where}: the name is reserved for the derived record key")
+        if column.name in RESERVED_COLUMN_NAMES:
+            reserved_for = RESERVED_COLUMN_NAMES[column.name]
+            problems.append(f"{where}: the name is reserved for {reserved_for}")
         problems.extend(f"{where}.{p}" for p in _null_token_problems(column.null_tokens))
         numeric = column.kind in _NUMERIC
         if (column.min is not None or column.max is not None) and not numeric:
@@ -835,10 +844,6 @@ def _null_token_problems(tokens: list[str]) -> list[str]:
     return problems
 
 
-def name_may_be_missing(column: Column) -> bool:
-    return not column.required and column.default is None
-
-
 def _kind_value_problems(kind: Kind, value: Any) -> list[str]:
     if kind in (Kind.FLOAT,) and (isinstance(value, bool) or not isinstance(value, (int, float))):
         return [f"{value!r} is not a number"]
@@ -916,13 +921,18 @@ def _canonical_content(spec: DatasetSpec) -> dict:
     hash (a streaming job compares it with the batch run's)."""
     content = spec.model_dump(mode="json")
     for absent_by_default in ("null_tokens", "declared_label_kind", "positive_class"):
-        if not content[absent_by_default]:
+        if _unset(content[absent_by_default]):
             del content[absent_by_default]
     for column in content["columns"]:
         for absent_by_default in ("null_tokens", "header"):
-            if not column[absent_by_default]:
+            if _unset(column[absent_by_default]):
                 del column[absent_by_default]
     return content
+
+
+def _unset(value: Any) -> bool:
+    # None or an empty list; a set 0 (positive_class: 0) is content.
+    return value is None or value == []
 
 
 def load_spec(path: str) -> DatasetSpec:

@@ -48,7 +48,9 @@ mkdir -p "$work"
 pip=("${NICE[@]}" "$VENV/bin/python" -m pip)
 "${pip[@]}" install --quiet "pip==26.3"
 
-newest="$("${pip[@]}" index versions apache-beam 2>/dev/null | sed -n 's/^apache-beam (\(.*\))$/\1/p')"
+# `pip index` is experimental and needs the registry: without it, say "unknown".
+newest="$({ "${pip[@]}" index versions apache-beam 2>/dev/null || true; } |
+  sed -n 's/^apache-beam (\(.*\))$/\1/p')"
 say "apache-beam pinned: $pinned_beam; newest release: ${newest:-unknown}"
 beam_spec="${BEAM_SPEC:-apache-beam[gcp]>$pinned_beam}"
 
@@ -96,7 +98,11 @@ if ! install "$constraints" "$work/pip-all.log"; then
     exit 1
   fi
 fi
-"${pip[@]}" install --quiet --no-deps -e "$ROOT" > "$work/pip-project.log" 2>&1
+if ! "${pip[@]}" install --quiet --no-deps -e "$ROOT" > "$work/pip-project.log" 2>&1; then
+  tail -n 20 "$work/pip-project.log" >&2
+  say "installing the project itself failed; see $work/pip-project.log"
+  exit 1
+fi
 
 beam="$(installed_beam)"
 if [ -n "$newest" ] && [ "$beam" != "$newest" ]; then

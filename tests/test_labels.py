@@ -360,3 +360,13 @@ def test_int_and_zero_one_labels(tmp_path):
         {"train": [("t0", 1.0), ("t1", 0.0)], "eval": [("e0", 1.0)], "dead_letter": []},
         ["0", "1"],
     )
+
+
+def test_a_positive_class_of_0_is_part_of_the_spec_hash():
+    """0 is a set value: a run whose label 0 is the positive class is not the
+    run of the same spec without positive_class (the streaming job compares)."""
+    label = {"name": "y", "type": "int", "allowed": [0, 1]}
+    plain = parse_spec(label_document(label))
+    zero = parse_spec(label_document(label, positive_class=0))
+    assert plain.label_has_classes is False and zero.label_has_classes is True
+    assert plain.spec_hash != zero.spec_hash

@@ -135,3 +135,16 @@ def test_out_of_range_tolerance_defaults_and_is_bounded(taxi_doc):
     assert problems_of(taxi_doc) == [
         "anomalies.out_of_range_tolerance: Input should be less than or equal to 1"
     ]
+
+
+def test_every_column_name_the_job_adds_is_reserved():
+    from schemas.spec import RECORD_KEY, RESERVED_COLUMN_NAMES
+    from transforms.analyze import LABEL_PASSTHROUGH, PASSTHROUGH_KEY
+    from transforms.messages import EVENT_TIME
+
+    assert set(RESERVED_COLUMN_NAMES) == {
+        RECORD_KEY,
+        EVENT_TIME,
+        PASSTHROUGH_KEY,
+        LABEL_PASSTHROUGH,
+    }

@@ -47,6 +47,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 
+from pipeline.children import WARM_WORKER_MODULE
 from pipeline.workarounds.guard import Patch, Workaround, missing_in_source
 
 _LOGGER = logging.getLogger(__name__)
@@ -75,9 +76,6 @@ STOP_SECONDS = 5.0
 # idle core rather than share the runner's. Measured at 1M rows, sharing it
 # delayed the first stage by about as much as the early imports saved.
 IMPORT_NICENESS = 10
-# What a waiting process runs (a module of its own, which this package does not
-# import, so that `python -m` runs it fresh).
-WAITING_WORKER_MODULE = "pipeline.workarounds.waiting_worker"
 
 _PROXY_LOCK = threading.Lock()
 _active_pool: WarmWorkerPool | None = None
@@ -153,7 +151,7 @@ class _WaitingProcess:
         read_end, write_end = os.pipe()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", WAITING_WORKER_MODULE, str(write_end), *imports],
+                [sys.executable, "-m", WARM_WORKER_MODULE, str(write_end), *imports],
                 stdin=subprocess.PIPE,
                 pass_fds=(write_end,),
                 # As Beam builds a worker's environment: from os.environ, which
