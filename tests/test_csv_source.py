@@ -15,10 +15,9 @@ from tests.support import test_pipeline
 from transforms.csv_source import (
     ByteRange,
     ReadCsvLineBatches,
-    join_quoted_newlines_with_offsets,
+    join_quoted_newlines,
     plan_ranges,
     read_line_range,
-    read_line_range_with_offsets,
 )
 
 
@@ -78,7 +77,7 @@ def test_any_cut_into_ranges_reads_every_line_exactly_once(seed):
         range_bytes, chunk_bytes = rng.randint(1, 20), rng.randint(1, 7)
         read = []
         for byte_range in plan_ranges([("x.csv", len(data))], range_bytes):
-            for batch in read_line_range(
+            for batch, _ in read_line_range(
                 io.BytesIO(data), byte_range.start, byte_range.end, rng.randint(1, 5), chunk_bytes
             ):
                 read.extend(batch)
@@ -89,7 +88,7 @@ def test_a_line_longer_than_range_and_chunk_is_read_whole_by_its_range():
     long_line = b"x" * 10_000
     data = b"a\n" + long_line + b"\nb\n"
     batches = [
-        list(read_line_range(io.BytesIO(data), r.start, r.end, 100, chunk_bytes=64))
+        [lines for lines, _ in read_line_range(io.BytesIO(data), r.start, r.end, 100, 64)]
         for r in plan_ranges([("x.csv", len(data))], range_bytes=1000)
     ]
     assert [line for ranges in batches for batch in ranges for line in batch] == [
@@ -102,7 +101,7 @@ def test_a_line_longer_than_range_and_chunk_is_read_whole_by_its_range():
 
 def test_batches_hold_at_most_batch_lines():
     data = b"".join(b"%d\n" % i for i in range(10))
-    sizes = [len(batch) for batch in read_line_range(io.BytesIO(data), 0, None, 4)]
+    sizes = [len(batch) for batch, _ in read_line_range(io.BytesIO(data), 0, None, 4)]
     assert sizes == [4, 4, 2]
 
 
@@ -127,7 +126,7 @@ def test_any_cut_into_ranges_gives_every_line_its_offset_in_the_file(seed):
         range_bytes, chunk_bytes = rng.randint(1, 20), rng.randint(1, 7)
         read = []
         for byte_range in plan_ranges([("x.csv", len(data))], range_bytes):
-            for batch, offsets in read_line_range_with_offsets(
+            for batch, offsets in read_line_range(
                 io.BytesIO(data), byte_range.start, byte_range.end, rng.randint(1, 5), chunk_bytes
             ):
                 read.extend(zip(batch, offsets, strict=True))
@@ -139,10 +138,10 @@ def test_any_cut_into_ranges_gives_every_line_its_offset_in_the_file(seed):
 
 def test_a_record_with_quoted_newlines_takes_its_first_lines_offset():
     data = b'a,1\n"x\ny",2\nb,3\n'
-    batches = read_line_range_with_offsets(io.BytesIO(data), 0, None, 2)
+    batches = read_line_range(io.BytesIO(data), 0, None, 2)
     joined = [
         pair
-        for records, offsets in join_quoted_newlines_with_offsets(batches)
+        for records, offsets in join_quoted_newlines(batches)
         for pair in zip(records, offsets, strict=True)
     ]
     assert joined == [(b"a,1", 0), (b'"x\ny",2', 4), (b"b,3", 12)]

@@ -144,7 +144,7 @@ def test_any_bytes_split_into_ranges_read_each_line_once(data, range_bytes, chun
     read = []
     for start in range(0, max(len(data), 1), range_bytes):
         end = start + range_bytes if start + range_bytes < len(data) else None
-        for batch in read_line_range(io.BytesIO(data), start, end, 7, chunk_bytes):
+        for batch, _ in read_line_range(io.BytesIO(data), start, end, 7, chunk_bytes):
             read.extend(batch)
     assert read == expected
 

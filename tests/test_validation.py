@@ -291,7 +291,7 @@ def test_a_record_joined_across_a_quoted_line_break_parses_with_the_break_kept()
     from transforms.csv_source import join_quoted_newlines
 
     physical = [b'r1,2025-03-04 05:06:07 UTC,1.5,2,a,"two', b'lines"', GOOD.encode()]
-    (records,) = list(join_quoted_newlines([physical]))
+    ((records, _),) = list(join_quoted_newlines([(physical, [0] * len(physical))]))
     parsed = parse(*records)
     assert parsed.dead_letters == []
     # Plain lines come out first; row order within a batch is not kept.
@@ -302,7 +302,8 @@ def test_a_quote_left_open_at_the_end_is_one_unbalanced_record():
     from transforms.csv_source import join_quoted_newlines
 
     physical = [GOOD.encode(), b'r2,2025-03-04 05:06:07 UTC,1.5,2,a,"open', b"rest"]
-    records = [line for batch in join_quoted_newlines([physical]) for line in batch]
+    joined = join_quoted_newlines([(physical, [0] * len(physical))])
+    records = [line for batch, _ in joined for line in batch]
     assert records == [GOOD.encode(), physical[1] + b"\n" + physical[2]]
     assert only_reason(records[1]).startswith("unbalanced quotes")
 

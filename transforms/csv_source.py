@@ -147,24 +147,17 @@ def plan_ranges(
 
 def read_line_range(
     handle, start: int, end: int | None, batch_lines: int, chunk_bytes: int = _READ_CHUNK_BYTES
-) -> Iterable[list[bytes]]:
-    """Yields, in lists of up to `batch_lines`, the lines (without their b"\\n")
-    whose first byte lies in [start, end) of the seekable binary `handle`.
+) -> Iterable[tuple[list[bytes], list[int]]]:
+    """Yields, in batches of up to `batch_lines`, the lines (without their b"\n")
+    whose first byte lies in [start, end) of the seekable binary `handle`, with
+    the byte offset in the (decompressed) file of each line's first byte: what a
+    derived record key is made of, since it names the line whichever range,
+    worker or runner reads it.
 
     Every line of a file belongs to exactly one of a set of adjacent ranges: a
     range after the first skips the line that straddles its start, and the range
     holding a line's first byte reads it to its end, however long.
     """
-    for lines, _ in read_line_range_with_offsets(handle, start, end, batch_lines, chunk_bytes):
-        yield lines
-
-
-def read_line_range_with_offsets(
-    handle, start: int, end: int | None, batch_lines: int, chunk_bytes: int = _READ_CHUNK_BYTES
-) -> Iterable[tuple[list[bytes], list[int]]]:
-    """As read_line_range, with the byte offset in the (decompressed) file of
-    each line's first byte: what a derived record key is made of, since it
-    names the line whichever range, worker or runner reads it."""
     position = start
     pending = b""
     if start > 0:
@@ -324,21 +317,14 @@ _STRICT_DECOMPRESSORS = {
 }
 
 
-def join_quoted_newlines(batches: Iterable[list[bytes]]) -> Iterable[list[bytes]]:
+def join_quoted_newlines(
+    batches: Iterable[tuple[list[bytes], list[int]]],
+) -> Iterable[tuple[list[bytes], list[int]]]:
     """Joins physical lines into records while a double quote is open (RFC 4180:
     a quoted field may hold newlines; an escaped quote is two quotes, which keeps
     the count's parity). A quote still open at the end leaves one last record
-    that the parser rejects as unbalanced."""
-    with_offsets = ((batch, [0] * len(batch)) for batch in batches)
-    for records, _ in join_quoted_newlines_with_offsets(with_offsets):
-        yield records
-
-
-def join_quoted_newlines_with_offsets(
-    batches: Iterable[tuple[list[bytes], list[int]]],
-) -> Iterable[tuple[list[bytes], list[int]]]:
-    """As join_quoted_newlines, for (lines, offsets) batches: a record's offset
-    is its first line's."""
+    that the parser rejects as unbalanced. Batches are (lines, offsets); a
+    record's offset is its first line's."""
     parts: list[bytes] = []
     start = 0
     quote_open = False
@@ -371,11 +357,9 @@ class _ReadRangeDoFn(beam.DoFn):
         path = byte_range.path
         with contextlib.ExitStack() as stack:
             handle = open_for_lines(path, stack)
-            batches = read_line_range_with_offsets(
-                handle, byte_range.start, byte_range.end, self._batch_lines
-            )
+            batches = read_line_range(handle, byte_range.start, byte_range.end, self._batch_lines)
             if self._quoted_newlines:
-                batches = join_quoted_newlines_with_offsets(batches)
+                batches = join_quoted_newlines(batches)
             try:
                 for lines, offsets in batches:
                     yield [
@@ -433,12 +417,18 @@ class ReadCsvLineBatches(beam.PTransform):
         )
 
 
-def record_keys(path: str, offsets: Sequence[int]) -> pa.Array:
-    """The derived record keys of a file's lines: 'path:byte offset'. Unique, as
+def record_key(path: str, offset: int) -> str:
+    """The derived record key of a file's line: 'path:byte offset'. Unique, as
     no two lines of a file start at one byte, and stable: the same file gives
-    the same keys whatever range, worker or runner reads a line."""
+    the same key whatever range, worker or runner reads the line."""
+    return f"{path}:{offset}"
+
+
+def record_keys(path: str, offsets: Sequence[int]) -> pa.Array:
+    """record_key of each of a file's lines, in one Arrow call."""
     offsets = pa.array(offsets, pa.int64())
-    return pc.binary_join_element_wise(pa.scalar(f"{path}:"), pc.cast(offsets, pa.string()), "")
+    prefix = record_key(path, 0).removesuffix("0")
+    return pc.binary_join_element_wise(pa.scalar(prefix), pc.cast(offsets, pa.string()), "")
 
 
 class CsvLines:
@@ -634,7 +624,7 @@ class CsvLines:
             lines.append(line)
             rows.append(fields if layout.in_spec_order else [fields[p] for p in layout.positions])
             if self.derive_keys:
-                keys.append(f"{source}:{record[2]}")
+                keys.append(record_key(source, record[2]))
         extra = {RECORD_KEY: pa.array(keys, pa.string())} if self.derive_keys else {}
         return Fields.from_rows(sources, lines, rows, self.width, dead_letters, header_lines, extra)
 
