@@ -41,7 +41,8 @@ from typing import Any
 from pipeline.anomalies import oov_count
 from pipeline.layout import (
     MANIFEST_NAME,
-    REPORT_NAME,
+    RunLayout,
+    join,
     raw_statistics_relpath,
     transformed_statistics_relpath,
 )
@@ -62,12 +63,6 @@ class ReportError(ValueError):
 
 def _is_url(path: str) -> bool:
     return "://" in path
-
-
-def _join(directory: str, *parts: str) -> str:
-    return (
-        posixpath.join(directory, *parts) if _is_url(directory) else os.path.join(directory, *parts)
-    )
 
 
 def _exists(path: str) -> bool:
@@ -124,7 +119,7 @@ def statistics_paths(manifest: dict, output_dir: str) -> tuple[str, dict[str, st
     }
 
     def under_output(path: str) -> str:
-        return path if _is_url(path) or os.path.isabs(path) else _join(output_dir, path)
+        return path if _is_url(path) or os.path.isabs(path) else join(output_dir, path)
 
     return under_output(raw), {split: under_output(path) for split, path in transformed.items()}
 
@@ -140,10 +135,10 @@ def dead_letter_path(path: str, output_dir: str, manifest: dict) -> str:
         return path
     run_root = posixpath.dirname(manifest.get("transform_fn_dir", "").rstrip("/"))
     if run_root and path.startswith(run_root + "/"):
-        moved = _join(output_dir, path[len(run_root) + 1 :])
+        moved = join(output_dir, path[len(run_root) + 1 :])
         if _exists(moved):
             return moved
-    return path if _exists(path) else _join(output_dir, path)
+    return path if _exists(path) else join(output_dir, path)
 
 
 def reason_group(reason: str) -> str:
@@ -670,7 +665,7 @@ def render_report(output_dir: str) -> str:
     statistics file is missing; a missing transformed statistics file or
     dead-letter file is shown as such in the page.
     """
-    manifest_path = _join(output_dir, MANIFEST_NAME)
+    manifest_path = RunLayout(output_dir).manifest_path
     if not _exists(manifest_path):
         raise ReportError(f"{output_dir} has no {MANIFEST_NAME}; is it a finished run?")
     manifest = _read_json(manifest_path, "manifest")
@@ -688,7 +683,7 @@ def render_report(output_dir: str) -> str:
         for path in manifest.get("dead_letter_files", [])
     ]
     page = build_report(manifest, raw, transformed, dead_letter_groups(dead_letter_files))
-    report_path = _join(output_dir, REPORT_NAME)
+    report_path = RunLayout(output_dir).report_path
     _write_text(report_path, page)
     return report_path
 
