@@ -292,6 +292,79 @@ class StreamOptions(PipelineOptions):
         )
 
 
+class OnlineStoreOptions(PipelineOptions):
+    """The online store of the aggregates: a Bigtable table (transforms.online_store)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--bigtable_project",
+            type=str,
+            default=None,
+            help="Google Cloud project of the Bigtable instance. With the emulator "
+            "(BIGTABLE_EMULATOR_HOST set), any name.",
+        )
+        parser.add_argument(
+            "--bigtable_instance",
+            type=str,
+            default=None,
+            help="Bigtable instance of the online store; with --bigtable_table, the "
+            "streaming job writes each final period value there.",
+        )
+        parser.add_argument(
+            "--bigtable_table",
+            type=str,
+            default=None,
+            help="Bigtable table of the online store: one row per (aggregate, entity), "
+            "one cell per period.",
+        )
+        parser.add_argument(
+            "--online_retention",
+            type=str,
+            default="7d",
+            help="Periods older than this (by event time) are garbage-collected by "
+            "Bigtable; set when the job creates the table.",
+        )
+        parser.add_argument(
+            "--create_table",
+            type=str,
+            choices=("if_missing", "never"),
+            default="if_missing",
+            help="if_missing: create the table and its column family before writing "
+            "(needs Bigtable admin rights); never: the table must exist.",
+        )
+
+
+def online_store_table(options: PipelineOptions):
+    """The --bigtable_* table, or None when no online store is named."""
+    from transforms.online_store import StoreTable
+
+    store = options.view_as(OnlineStoreOptions)
+    if not (store.bigtable_instance or store.bigtable_table):
+        return None
+    return StoreTable(store.bigtable_project, store.bigtable_instance, store.bigtable_table)
+
+
+def online_store_problems(options: PipelineOptions, required: bool) -> list[str]:
+    """Problems with the --bigtable_* flags; `required`: the command needs a store."""
+    store = options.view_as(OnlineStoreOptions)
+    named = {
+        "--bigtable_project": store.bigtable_project,
+        "--bigtable_instance": store.bigtable_instance,
+        "--bigtable_table": store.bigtable_table,
+    }
+    problems = []
+    if any(named.values()) or required:
+        suffix = "" if required else " with the other --bigtable_* flags"
+        problems += [f"{flag} is required{suffix}" for flag, value in named.items() if not value]
+    try:
+        if duration_seconds(store.online_retention) <= 0:
+            problems.append("--online_retention must be positive")
+    except ValueError as error:
+        problems.append(f"--online_retention: {error}")
+    return problems
+
+
 def duration_seconds(value: str) -> int:
     """Seconds in a duration flag: '90', '90s', '5min', '1h', '1d'; zero is allowed."""
     from schemas.spec import parse_duration

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 
 def stop_process_group(process: subprocess.Popen, grace_seconds: float) -> None:
@@ -37,3 +39,26 @@ def answers_ok(url: str, timeout: float) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def free_local_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on at the moment of asking."""
+    # The port is released before the server binds it, so another process could take
+    # it in between; the server then fails to bind, and the error shows its log.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def environment_variable(name: str, value: str) -> Iterator[None]:
+    """Sets `name` for the block, restoring its previous value (or absence) after."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous

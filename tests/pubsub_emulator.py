@@ -24,7 +24,6 @@ import dataclasses
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,7 +32,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
-from tests.processes import answers_ok, stop_process_group
+from tests.processes import (
+    answers_ok,
+    environment_variable,
+    free_local_port,
+    stop_process_group,
+)
 from tests.support import wait_for
 
 if TYPE_CHECKING:
@@ -113,14 +117,6 @@ def find_emulator_launcher() -> pathlib.Path | None:
     return _find_launcher_file()
 
 
-def _free_local_port() -> int:
-    # The port is released before the emulator binds it, so another process could take
-    # it in between; the emulator then fails to bind, and the error shows its log.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _log_tail(log_path: pathlib.Path) -> str:
     try:
         lines = log_path.read_text(errors="replace").splitlines()
@@ -165,19 +161,6 @@ def _wait_until_answering(process: subprocess.Popen, host: str, log_path: pathli
         _PROBE_INTERVAL_SECONDS,
         lambda: f"the Pub/Sub emulator to answer on {host}; log tail:\n{_log_tail(log_path)}",
     )
-
-
-@contextlib.contextmanager
-def _emulator_host_variable(host: str) -> Iterator[None]:
-    previous = os.environ.get(EMULATOR_HOST_VARIABLE)
-    os.environ[EMULATOR_HOST_VARIABLE] = host
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(EMULATOR_HOST_VARIABLE, None)
-        else:
-            os.environ[EMULATOR_HOST_VARIABLE] = previous
 
 
 @dataclasses.dataclass
@@ -290,7 +273,7 @@ def running_emulator(project: str = "test-project") -> Iterator[PubSubEmulator]:
 
     with tempfile.TemporaryDirectory(prefix="pubsub-emulator-") as workdir:
         log_path = pathlib.Path(workdir, "emulator.log")
-        host = f"127.0.0.1:{_free_local_port()}"
+        host = f"127.0.0.1:{free_local_port()}"
         bind_address, port = host.rsplit(":", 1)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -312,7 +295,7 @@ def running_emulator(project: str = "test-project") -> Iterator[PubSubEmulator]:
             )
         try:
             _wait_until_answering(process, host, log_path)
-            with _emulator_host_variable(host):
+            with environment_variable(EMULATOR_HOST_VARIABLE, host):
                 from google.cloud import pubsub_v1
 
                 publisher = pubsub_v1.PublisherClient()
