@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 from tests.support import poll, wait_for
 
@@ -212,9 +213,15 @@ def run_scenario(
     file_window: int,
     seed: int = 5,
     log=print,
+    stream_args: Sequence[str] = (),
+    environment: dict[str, str] | None = None,
 ) -> dict:
     """Runs the whole scenario; returns a report whose 'problems' list is empty on
-    success."""
+    success. `stream_args` go to pipeline.stream after the scenario's own flags,
+    and `environment` adds variables to its environment (an online store's
+    emulator, say). The report's 'batch_rows' are the batch reference's rows of
+    the admitted events, with their aggregates, and 'late_keys' the keys of the
+    events that arrived after their window closed but within the lateness."""
     from schemas.spec import load_spec
 
     spec = load_spec(spec_path)
@@ -243,9 +250,11 @@ def run_scenario(
         f"{file_window}s",
         "--write_raw_features",
         "--streaming",
+        *stream_args,
     ]
     log_path = os.path.join(work_dir, "stream.log")
     env = dict(os.environ, PUBSUB_EMULATOR_HOST=emulator.host, TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(environment or {})
     started = time.time()
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
@@ -304,6 +313,7 @@ def run_scenario(
         spec, spec_path, transform_dir, work_dir, output_dir, plan, emulator, output_subscription
     )
     report["exit_code"] = exit_code
+    report["late_keys"] = [row[spec.key_column] for row in plan.admitted[: plan.late_admitted]]
     report["wall_seconds"] = round(time.time() - started, 1)
     if exit_code != 0:
         report["problems"].append(f"pipeline.stream exited {exit_code}; see {log_path}")
@@ -381,6 +391,7 @@ def check(spec, spec_path, transform_dir, work_dir, output_dir, plan, emulator, 
         "features": feature_report,
         "published_examples": len(example_keys),
         "published_aggregates": len(aggregates),
+        "batch_rows": batch.to_pylist(),
         "problems": problems,
     }
 
@@ -476,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             args.read_margin,
             args.file_window,
         )
+    report.pop("batch_rows")
     print(json.dumps(report, indent=2))
     print(f"outputs under {work_dir}")
     return 1 if report["problems"] else 0
