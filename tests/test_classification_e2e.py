@@ -368,6 +368,65 @@ def test_serving_signature_takes_missing_values_as_presence_masks(three_class):
     np.testing.assert_allclose(from_examples["probabilities"].numpy(), masked, atol=1e-6)
 
 
+def _three_class_instances(three_class, count: int) -> list[dict]:
+    """Eval rows as instances, some with missing optional values."""
+    from trainer.instances import raw_instances
+
+    instances = raw_instances(three_class["output_dir"], "eval", count)
+    assert any(value is None for row in instances for value in row.values())
+    return instances
+
+
+def _served_classes(export_dir: str, instances: list[dict]) -> tuple[list, list]:
+    """trainer.predict's probabilities (class-id order) and class ids."""
+    from trainer.predict import predict_instances
+
+    results = predict_instances(export_dir, [json.dumps(row) for row in instances])
+    classes = ["alpha", "beta", "gamma"]
+    assert all(list(result["probabilities"]) == classes for result in results)
+    probabilities = [list(result["probabilities"].values()) for result in results]
+    return probabilities, [classes.index(result["predicted_class"]) for result in results]
+
+
+def test_saved_model_cli_gives_trainer_predicts_classes(three_class, tmp_path):
+    """TF1 loading (TensorFlow Serving's way) through saved_model_cli: the same
+    probabilities and class ids as trainer.predict, missing values included."""
+    from tests.tf1_serving import run_saved_model_cli, signature_feed
+
+    export_dir = f"{three_class['model_dir']}/export"
+    instances = _three_class_instances(three_class, 20)
+    feed = signature_feed(export_dir, instances)
+    assert not all(feed["x2__present"]) and not all(feed["legs__present"])
+    outputs = run_saved_model_cli(export_dir, feed, str(tmp_path / "outputs"))
+    assert sorted(outputs) == ["class_ids", "classes", "predicted_class", "probabilities"]
+    probabilities, class_ids = _served_classes(export_dir, instances)
+    np.testing.assert_allclose(outputs["probabilities"], probabilities, rtol=0, atol=1e-5)
+    assert outputs["class_ids"].tolist() == class_ids
+    names = [b"alpha", b"beta", b"gamma"]
+    assert outputs["predicted_class"].tolist() == [names[i] for i in class_ids]
+
+
+def test_a_tf1_session_runs_both_classification_signatures(three_class):
+    from tests.tf1_serving import run_in_tf1_session, serialized_examples, signature_feed
+
+    export_dir = f"{three_class['model_dir']}/export"
+    instances = _three_class_instances(three_class, 100)
+    feed = signature_feed(export_dir, instances)
+    results = run_in_tf1_session(
+        export_dir,
+        {
+            "serving_default": feed,
+            "serving_tf_example": {"examples": serialized_examples(feed)},
+        },
+    )
+    probabilities, class_ids = _served_classes(export_dir, instances)
+    for name, outputs in results.items():
+        np.testing.assert_allclose(
+            outputs["probabilities"], probabilities, rtol=0, atol=1e-5, err_msg=name
+        )
+        assert outputs["class_ids"].tolist() == class_ids, name
+
+
 def test_skew_check_covers_rows_with_missing_values(three_class, capsys):
     import pyarrow.parquet as pq
 

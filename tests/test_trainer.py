@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from pipeline.preprocess import EXIT_OK, run
@@ -30,6 +31,14 @@ def data_dir(tmp_path_factory):
     ]
     assert run([*args, "--runner", "FnApiRunner", "--write_raw_features"]) == EXIT_OK
     return output_dir
+
+
+@pytest.fixture(scope="module")
+def model_dir(data_dir, tmp_path_factory):
+    """A small model trained on the run, with its serving export in export/."""
+    model_dir = str(tmp_path_factory.mktemp("exported") / "model")
+    task.train_and_evaluate(data_dir, model_dir, 200, 64, steps_per_checkpoint=200)
+    return model_dir
 
 
 def test_model_is_built_from_the_run_not_from_column_lists(data_dir):
@@ -60,7 +69,9 @@ def test_a_directory_without_manifest_is_refused(tmp_path, capsys):
     assert "no manifest.json" in capsys.readouterr().err
 
 
-def test_exported_model_on_raw_json_matches_the_model_on_batch_examples(data_dir, tmp_path):
+def test_exported_model_on_raw_json_matches_the_model_on_batch_examples(
+    data_dir, model_dir, tmp_path
+):
     """Serving path (raw JSON -> transform graph in the export -> model) against the
     training path (the batch pipeline's transformed examples -> model), per key."""
     import glob
@@ -72,8 +83,6 @@ def test_exported_model_on_raw_json_matches_the_model_on_batch_examples(data_dir
     from trainer.instances import raw_instances
     from trainer.predict import main as predict_main
 
-    model_dir = str(tmp_path / "model")
-    task.train_and_evaluate(data_dir, model_dir, 200, 64, steps_per_checkpoint=200)
     rows = raw_instances(data_dir, "eval", 300)
     instances = tmp_path / "instances.jsonl"
     instances.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -102,3 +111,46 @@ def test_exported_model_on_raw_json_matches_the_model_on_batch_examples(data_dir
     assert len(served) == 300
     differences = [abs(served[key] - trained[key]) for key in served]
     assert max(differences) < 1e-4, max(differences)
+
+
+def _served_predictions(export_dir: str, rows: list[dict]) -> list[float]:
+    from trainer.predict import predict_instances
+
+    results = predict_instances(export_dir, [json.dumps(row) for row in rows])
+    return [result["predictions"] for result in results]
+
+
+def test_saved_model_cli_runs_the_export_as_trainer_predict_does(data_dir, model_dir, tmp_path):
+    """TensorFlow Serving's way of loading (TF1: restore the variables, run the
+    signature's graph), through saved_model_cli, gives trainer.predict's values."""
+    from tests.tf1_serving import run_saved_model_cli, signature_feed
+    from trainer.instances import raw_instances
+
+    export_dir = f"{model_dir}/export"
+    rows = raw_instances(data_dir, "eval", 5)
+    outputs = run_saved_model_cli(
+        export_dir, signature_feed(export_dir, rows), str(tmp_path / "outputs")
+    )
+    assert sorted(outputs) == ["predictions"]
+    expected = _served_predictions(export_dir, rows)
+    np.testing.assert_allclose(outputs["predictions"], expected, rtol=0, atol=1e-5)
+
+
+def test_a_tf1_session_runs_both_signatures_as_trainer_predict_does(data_dir, model_dir):
+    from tests.tf1_serving import run_in_tf1_session, serialized_examples, signature_feed
+    from trainer.instances import raw_instances
+
+    export_dir = f"{model_dir}/export"
+    rows = raw_instances(data_dir, "eval", 100)
+    feed = signature_feed(export_dir, rows)
+    results = run_in_tf1_session(
+        export_dir,
+        {
+            "serving_default": feed,
+            "serving_tf_example": {"examples": serialized_examples(feed)},
+        },
+    )
+    expected = _served_predictions(export_dir, rows)
+    for name, outputs in results.items():
+        assert sorted(outputs) == ["predictions"], name
+        np.testing.assert_allclose(outputs["predictions"], expected, rtol=0, atol=1e-5)

@@ -26,8 +26,13 @@ job's own validator (timestamps in any form the CSV reader takes, nulls, the
 spec's null tokens, defaults), with the run's spec, which the export keeps in
 assets.extra/spec.json.
 
-The tf.Transform layer is an attribute of the exported module, so its lookup
-tables are tracked and initialise when the model loads.
+Why ExportArchive: TensorFlow Serving, Vertex AI and saved_model_cli load a
+SavedModel the TF1 way, restoring the variables of the signature's graph from
+the checkpoint, which finds no Keras 3 variable saved as an attribute of a
+plain tf.Module ("Could not find variable ...") but every variable that
+keras.export.ExportArchive saves for its endpoints. The archive also tracks the
+tf.Transform layer, so its lookup tables and vocabulary files are saved and
+initialise when the model loads, the TF1 way or with tf.saved_model.load.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ def _classification_outputs(scores, label_kind: str, class_names: tuple[str, ...
 
 
 def export_serving_model(model, run, export_dir: str) -> str:
+    import keras
     import tensorflow as tf
     import tensorflow_transform as tft
 
@@ -112,54 +118,55 @@ def export_serving_model(model, run, export_dir: str) -> str:
     feature_names = [feature.name for feature in run.features]
     label_kind, class_names = run.label_kind, run.label_classes
 
-    class ServingModule(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-            self.transform_layer = tft_output.transform_features_layer()
+    transform_layer = tft_output.transform_features_layer()
 
-        def _predict(self, raw: dict) -> dict:
-            transformed = self.transform_layer(raw)
-            scores = self.model({n: transformed[n] for n in feature_names})
-            if label_kind == "regression":
-                return {"predictions": scores}
-            return _classification_outputs(scores, label_kind, class_names)
+    def predict(raw: dict) -> dict:
+        transformed = transform_layer(raw)
+        scores = model({n: transformed[n] for n in feature_names})
+        if label_kind == "regression":
+            return {"predictions": scores}
+        return _classification_outputs(scores, label_kind, class_names)
 
-        def predict_columns(self, columns: dict) -> dict:
-            raw = {}
-            for name, feature in raw_spec.items():
-                value = columns[name]
-                if name in optional:
-                    present = columns[name + PRESENT_SUFFIX]
-                    if isinstance(feature, tf.io.VarLenFeature):
-                        rows = tf.where(present)
-                        value = tf.SparseTensor(
-                            tf.concat([rows, tf.zeros_like(rows)], axis=1),
-                            tf.boolean_mask(value, present),
-                            [tf.shape(value, out_type=tf.int64)[0], 1],
-                        )
-                    else:
-                        default = tf.constant(optional[name].default, dtype=feature.dtype)
-                        value = tf.where(present, value, default)
-                raw[name] = value
-            return self._predict(raw)
+    def predict_columns(columns: dict) -> dict:
+        raw = {}
+        for name, feature in raw_spec.items():
+            value = columns[name]
+            if name in optional:
+                present = columns[name + PRESENT_SUFFIX]
+                if isinstance(feature, tf.io.VarLenFeature):
+                    rows = tf.where(present)
+                    value = tf.SparseTensor(
+                        tf.concat([rows, tf.zeros_like(rows)], axis=1),
+                        tf.boolean_mask(value, present),
+                        [tf.shape(value, out_type=tf.int64)[0], 1],
+                    )
+                else:
+                    default = tf.constant(optional[name].default, dtype=feature.dtype)
+                    value = tf.where(present, value, default)
+            raw[name] = value
+        return predict(raw)
 
-        def predict_examples(self, examples) -> dict:
-            return self._predict(tf.io.parse_example(examples, example_spec))
+    def predict_examples(examples) -> dict:
+        return predict(tf.io.parse_example(examples, example_spec))
 
-    module = ServingModule()
     column_specs = {
         name: tf.TensorSpec([None], spec_.dtype, name) for name, spec_ in raw_spec.items()
     }
     for name in optional:
         column_specs[name + PRESENT_SUFFIX] = tf.TensorSpec([None], tf.bool, name + PRESENT_SUFFIX)
-    signatures = {
-        "serving_default": tf.function(module.predict_columns).get_concrete_function(column_specs),
-        "serving_tf_example": tf.function(module.predict_examples).get_concrete_function(
-            tf.TensorSpec([None], tf.string, "examples")
-        ),
-    }
-    tf.saved_model.save(module, export_dir, signatures=signatures)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    # The endpoints capture the layer's lookup tables, which only track() adds
+    # to the SavedModel (with their vocabulary files); without it the save fails
+    # on an untracked resource.
+    archive.track(transform_layer)
+    archive.add_endpoint("serving_default", predict_columns, input_signature=[column_specs])
+    archive.add_endpoint(
+        "serving_tf_example",
+        predict_examples,
+        input_signature=[tf.TensorSpec([None], tf.string, "examples")],
+    )
+    archive.write_out(export_dir, verbose=False)
     os.makedirs(os.path.dirname(os.path.join(export_dir, SPEC_RELPATH)), exist_ok=True)
     with open(RunLayout(run.data_dir).spec_path) as source:
         document = source.read()
