@@ -16,9 +16,11 @@ construction); with one size only, that size's CPU over its rows, start-up
 included. Everything scales linearly from there: no start-up, no autoscaling
 ramp, perfect balance over the workers.
 
-The shuffle volume is not measured (the local runner has no such counter). It
-is an upper bound derived from what the graph groups, component by component
-(see shuffle_components); the printed table says how each was derived.
+The shuffle volume is not measured in a run (the local runner has no such
+counter). It is estimated from what the graph groups, step by step, by encoding
+the elements those steps would send (see shuffle_components), and given as a
+range: from the part sure to grow with the rows to an upper bound at the local
+runner's bundle sizes; the printed table says how each step was derived.
 """
 
 from __future__ import annotations
@@ -73,8 +75,11 @@ SHUFFLE_PASSES = 2
 # Inputs of the shuffle estimate that come from the generated data and the code.
 KEY_BYTES = 14  # pipeline.sample_data's trip ids: '0009-000000001'
 CSV_BYTES_PER_ROW = 111  # the generated CSV: 55,391 bytes for 500 rows and the header
-STATISTICS_SAMPLE_SIZE = 10_000  # transforms.statistics.ComputeStatistics' sample_size
-SAMPLED_VALUE_BYTES = 16  # a float64 value and its uint64 sampling priority
+PARSE_BATCH_ROWS = 4096  # --parse_batch_size's default: rows per batch of the read stage
+# Distinct values a bundle holds of a categorical column whose cardinality the
+# spec leaves open (raw strings, vocabulary ids): an assumption; the taxi
+# data's zones, payment types and vendors number far fewer.
+UNKNOWN_CARDINALITY = 1000
 
 
 def load_results(path: str) -> dict:
@@ -134,25 +139,102 @@ class ShuffleComponent:
     grows_with_rows: bool = False
 
 
-def shuffle_components(spec, key_bytes: int = KEY_BYTES) -> list[ShuffleComponent]:
-    """What the batch job's grouping steps move through the shuffle, per input row,
-    as an upper bound. Steps whose volume does not grow with the rows are left
-    out: the CSV byte ranges (SpreadRanges), the spill file paths
-    (SpreadSpills), the counts, and tf.Transform's analyzer accumulators
-    (min/max, mean/variance, quantile sketches and vocabulary counts: kilobytes
-    per bundle)."""
+def encoded_bytes(element) -> int:
+    """The bytes Beam's default coder makes of an element (tuples, ints, and a
+    pickle of anything else: Arrow arrays, accumulators)."""
+    from apache_beam import coders
+
+    return len(coders.registry.get_coder(object).encode(element))
+
+
+def measured_key_column_bytes(key_bytes: int, batch_rows: int) -> float:
+    """Encoded bytes per row of FindDuplicateKeys' (shard, Arrow array of keys)
+    elements, for a batch of distinct `key_bytes`-byte keys."""
+    import pyarrow as pa
+
+    from transforms.record_keys import keys_by_shard
+
+    keys = pa.array([f"{index:0{key_bytes}d}" for index in range(batch_rows)])
+    return sum(encoded_bytes(element) for element in keys_by_shard(keys)) / batch_rows
+
+
+def measured_statistics_bytes(
+    columns: list[tuple[str, int | None]], rows: int, batch_rows: int
+) -> int:
+    """Encoded bytes of one StatisticsCombineFn accumulator after `rows` rows in
+    `batch_rows`-row batches: what a bundle's partial combine sends to the
+    shuffle. Numeric columns get continuous values, so their samples fill up;
+    categorical ones draw uniformly from `cardinality` values
+    (UNKNOWN_CARDINALITY where the spec gives none)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from transforms.statistics import NUMERIC, StatisticsCombineFn
+
+    rng = np.random.default_rng(0)
+    data = {"row_id": pa.array(np.arange(rows))}
+    kinds = []
+    for index, (kind, cardinality) in enumerate(columns):
+        name = f"c{index}"
+        kinds.append((name, kind))
+        if kind == NUMERIC:
+            data[name] = pa.array(rng.normal(size=rows))
+        else:
+            data[name] = pa.array(rng.integers(0, cardinality or UNKNOWN_CARDINALITY, rows))
+    batch = pa.RecordBatch.from_pydict(data)
+    combine = StatisticsCombineFn(kinds, row_id_columns=["row_id"])
+    accumulator = combine.create_accumulator()
+    for start in range(0, rows, batch_rows):
+        accumulator = combine.add_input(accumulator, batch.slice(start, batch_rows))
+    return encoded_bytes(accumulator)
+
+
+def statistics_columns(spec) -> tuple[list, list]:
+    """(raw, transformed) statistics columns of the spec as (kind, cardinality)."""
+    from transforms.statistics import CATEGORICAL, spec_statistics_columns
+
+    raw, transformed = spec_statistics_columns(spec)
+    cardinalities = {name: cardinality for name, (_, cardinality) in spec.feature_kinds().items()}
+    raw_columns = [(kind, None) for _, kind in raw]
+    transformed_columns = [
+        (kind, cardinalities.get(name) if kind == CATEGORICAL else None)
+        for name, kind in transformed
+    ]
+    return raw_columns, transformed_columns
+
+
+def shuffle_components(
+    spec,
+    key_bytes: int = KEY_BYTES,
+    key_column_bytes=measured_key_column_bytes,
+    statistics_bytes=measured_statistics_bytes,
+) -> list[ShuffleComponent]:
+    """What the batch job's grouping steps move through the shuffle, per input row.
+
+    Measured, as Beam's default coder encodes them: FindDuplicateKeys' key
+    shards (a GroupByKey of every row's key, the one part sure to grow with the
+    rows) and the statistics accumulators (CombineGlobally: one partial per
+    bundle, taken at the smallest bundles this job's reads make, so an upper
+    bound). Derived: the aggregates' period statistics (CombinePerKey) and
+    window values (a side input), at one (entity, period) cell per row, also an
+    upper bound. Left out as not growing with the rows: the CSV byte ranges
+    (SpreadRanges), the spill file paths (SpreadSpills), the counts, and
+    tf.Transform's analyzer accumulators (min/max, mean/variance, quantile
+    sketches, vocabulary counts: kilobytes per bundle)."""
+    from pipeline.layout import ANALYZE_SPLIT
     from transforms.aggregates import group_aggregates
+    from transforms.analyze import TRANSFORM_BATCH_ROWS
     from transforms.csv_source import DEFAULT_RANGE_BYTES
     from transforms.spill import SPILL_FILE_ROWS
-    from transforms.statistics import NUMERIC, spec_statistics_columns
 
     components = []
     if not spec.derives_record_key:
         components.append(
             ShuffleComponent(
                 "FindDuplicateKeys: the key column",
-                key_bytes + 8,
-                f"every row's key ({key_bytes} bytes) and its 8-byte Arrow offset",
+                key_column_bytes(key_bytes, PARSE_BATCH_ROWS),
+                f"measured: the encoded (shard, keys) elements of a {PARSE_BATCH_ROWS:,}-row "
+                f"batch of {key_bytes}-byte keys, over its rows",
                 grows_with_rows=True,
             )
         )
@@ -164,34 +246,34 @@ def shuffle_components(spec, key_bytes: int = KEY_BYTES) -> list[ShuffleComponen
             ShuffleComponent(
                 f"JoinAggregates[{group.label}]: period statistics and window values",
                 cell + window,
-                f"one (entity, period) cell per row (the upper bound): period and count "
-                f"(16 bytes) and sum, min, max, present of {values} value column(s) "
-                f"({32 * values}), then the window values side input: period and "
-                f"{len(group.aggregates)} value(s) ({window})",
+                f"derived, one (entity, period) cell per row: period and count (16 bytes) "
+                f"and sum, min, max, present of {values} value column(s) ({32 * values}), then "
+                f"the window values side input: period and {len(group.aggregates)} value(s) "
+                f"({window}); pickling overhead per (entity, block) not counted",
             )
         )
-    raw, transformed = spec_statistics_columns(spec)
-    sample_bytes = STATISTICS_SAMPLE_SIZE * SAMPLED_VALUE_BYTES
-    raw_numeric = sum(kind == NUMERIC for _, kind in raw)
-    read_bundle_rows = DEFAULT_RANGE_BYTES / CSV_BYTES_PER_ROW
+    raw, transformed = statistics_columns(spec)
+    percentages = spec.split.percentages
+    read_bundle_rows = int(DEFAULT_RANGE_BYTES / CSV_BYTES_PER_ROW)
+    raw_rows = read_bundle_rows * percentages[ANALYZE_SPLIT] // 100
     components.append(
         ShuffleComponent(
             "RawStatistics: per-bundle accumulators",
-            raw_numeric * sample_bytes / read_bundle_rows,
-            f"a full sample ({STATISTICS_SAMPLE_SIZE:,} values of {SAMPLED_VALUE_BYTES} bytes) "
-            f"of each of {raw_numeric} numeric columns per {DEFAULT_RANGE_BYTES >> 20} MiB "
-            f"read range ({read_bundle_rows:,.0f} rows), the smallest bundle the read makes",
+            statistics_bytes(raw, raw_rows, PARSE_BATCH_ROWS) / read_bundle_rows,
+            f"measured: one accumulator of {len(raw)} columns over the {raw_rows:,} analyzed rows "
+            f"of a {DEFAULT_RANGE_BYTES >> 20} MiB read range ({read_bundle_rows:,} rows)",
         )
     )
-    transformed_numeric = sum(kind == NUMERIC for _, kind in transformed)
-    splits = len(spec.split_names)
+    per_bundle = sum(
+        statistics_bytes(transformed, SPILL_FILE_ROWS * percentage // 100, TRANSFORM_BATCH_ROWS)
+        for percentage in percentages.values()
+    )
     components.append(
         ShuffleComponent(
             "TransformedStatistics: per-bundle accumulators",
-            splits * transformed_numeric * sample_bytes / SPILL_FILE_ROWS,
-            f"a full sample of each of {transformed_numeric} numeric features, for each of "
-            f"{splits} splits, per {SPILL_FILE_ROWS:,}-row spill file, the smallest bundle "
-            "the transform stage makes",
+            per_bundle / SPILL_FILE_ROWS,
+            f"measured: one accumulator of {len(transformed)} features per split "
+            f"({len(percentages)}) over a {SPILL_FILE_ROWS:,}-row spill file's share of it",
         )
     )
     return components
@@ -261,7 +343,14 @@ def report(
     cpu_per_row, measured_rows, basis = cpu_seconds_per_row(results, variant)
     shuffle_per_row = sum(component.bytes_per_row for component in components)
     certain_per_row = sum(c.bytes_per_row for c in components if c.grows_with_rows)
-    estimates = [estimate(rows, cpu_per_row, shuffle_per_row, machine) for rows in TARGET_ROWS]
+    # Low: only what grows with the rows whatever the runner does; high: everything.
+    estimates = [
+        (
+            estimate(rows, cpu_per_row, certain_per_row, machine),
+            estimate(rows, cpu_per_row, shuffle_per_row, machine),
+        )
+        for rows in TARGET_ROWS
+    ]
     host = results.get("machine", {})
     peak_pss = results["sizes"][str(measured_rows)][variant].get("peak_pss_bytes", 0) / 2**30
     local_processes = min(host.get("cpus") or 1, 4) + 1
@@ -286,11 +375,12 @@ def report(
         f"- Workers are {machine.name} ({machine.vcpus} vCPUs, {machine.memory_gb:g} GB), "
         f"each with a {DISK_GB} GB boot disk (the batch default with Dataflow Shuffle), "
         "busy 100% of the time they are billed.",
-        f"- The shuffle is an upper bound of {shuffle_per_row:.0f} bytes per row, counted "
-        f"{SHUFFLE_PASSES}x (written, then read), GB as 2^30 bytes; derivation below. Of "
-        f"these, {certain_per_row:.0f} bytes grow with the rows whatever the runner does; "
-        "the rest is per bundle, or per (entity, period) cell, and likely far smaller on "
-        "Dataflow, whose bundles are larger than the local runner's. Cloud Storage traffic of "
+        f"- The shuffle is an estimate, not a measurement: {certain_per_row:.0f} to "
+        f"{shuffle_per_row:.0f} bytes per row, counted {SHUFFLE_PASSES}x (written, then "
+        f"read), GB as 2^30 bytes; derivation below. The {certain_per_row:.0f} bytes grow "
+        "with the rows whatever the runner does; the rest is per bundle or per (entity, "
+        "period) cell, taken at its upper bound, and likely far smaller on Dataflow, whose "
+        "bundles are larger than the local runner's. Cloud Storage traffic of "
         "the spill files (the rows written and read once as Arrow IPC) is a Cloud Storage "
         "charge and not counted.",
         "",
@@ -300,14 +390,16 @@ def report(
         "of its processes, retries, and any CPU speed difference between the machines.",
         "",
         "| rows | vCPU-hours | worker-hours | shuffle GB | vCPUs $ | memory $ | disk $ "
-        "| shuffle $ (upper bound) | total $ |",
+        "| shuffle $ | total $ |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for e in estimates:
+    for low, e in estimates:
         lines.append(
-            f"| {e.rows:,} | {e.vcpu_hours:,.1f} | {e.worker_hours:,.1f} | {e.shuffle_gb:,.0f} "
+            f"| {e.rows:,} | {e.vcpu_hours:,.1f} | {e.worker_hours:,.1f} "
+            f"| {low.shuffle_gb:,.0f}-{e.shuffle_gb:,.0f} "
             f"| {e.vcpu_usd:,.2f} | {e.memory_usd:,.2f} | {e.disk_usd:,.2f} "
-            f"| {e.shuffle_usd:,.2f} | {e.total_usd:,.2f} |"
+            f"| {low.shuffle_usd:,.2f}-{e.shuffle_usd:,.2f} "
+            f"| {low.total_usd:,.2f}-{e.total_usd:,.2f} |"
         )
     lines += [
         "",
@@ -318,7 +410,7 @@ def report(
         "| rows | " + " | ".join(f"{n} workers" for n in WORKER_COUNTS) + " |",
         "| ---: |" + " ---: |" * len(WORKER_COUNTS),
     ]
-    for e in estimates:
+    for _, e in estimates:
         cells = " | ".join(_duration(e.wall_hours(n)) for n in WORKER_COUNTS)
         lines.append(f"| {e.rows:,} | {cells} |")
     lines += [
@@ -328,7 +420,7 @@ def report(
         f"process per vCPU, {machine.vcpus} of them in {machine.memory_gb:g} GB.",
         "",
         "Shuffle per input row, from what the graph groups (pipeline/preprocess.py, "
-        "transforms/), as an upper bound:",
+        "transforms/); all but the key column at their upper bound:",
         "",
         "| grouping step | bytes per row | derivation |",
         "| --- | ---: | --- |",
@@ -338,10 +430,10 @@ def report(
     lines.append(f"| total | {shuffle_per_row:.1f} | |")
     lines += [
         "",
-        "A statistics sample may hold up to twice its size before it is trimmed; that is not "
-        "counted. Left out as not growing with the rows: the CSV byte ranges and spill file "
-        "paths that are spread over the workers, the counts, and tf.Transform's analyzer "
-        "accumulators (kilobytes per bundle).",
+        "Left out as not growing with the rows: the CSV byte ranges and spill file paths "
+        "that are spread over the workers, the counts, and tf.Transform's analyzer "
+        f"accumulators (kilobytes per bundle). Categorical columns whose cardinality the "
+        f"spec leaves open are measured with {UNKNOWN_CARDINALITY:,} values per bundle.",
     ]
     return "\n".join(lines)
 

@@ -62,33 +62,66 @@ def test_a_billion_rows_on_n1_standard_4():
     assert e.wall_hours(10) == pytest.approx(0.277778, rel=1e-4)
 
 
-def test_the_report_prints_the_estimate_and_its_sources():
+def test_the_report_prints_the_estimate_as_a_range_and_its_sources():
     components = [ShuffleComponent("keys", 60.0, "made up", True), ShuffleComponent("x", 40.0, "")]
     text = report(
         RESULTS, "r.json", "full", MACHINE_TYPES["n1-standard-4"], "schemas/taxi.yaml", components
     )
     assert "40.0 CPU-s per 1M rows" in text
-    assert "| 1,000,000,000 | 11.1 | 2.8 | 186 | 0.62 | 0.15 | 0.00 | 2.05 | 2.82 |" in text
+    # Shuffle from 60 bytes per row (the part that grows with the rows) to 100:
+    # 111.8 to 186.3 GB, $1.23 to $2.05; totals $2.00 and $2.82.
+    assert (
+        "| 1,000,000,000 | 11.1 | 2.8 | 112-186 | 0.62 | 0.15 | 0.00 | 1.23-2.05 | 2.00-2.82 |"
+    ) in text
     assert "| 1,000,000,000 | 16.7 min | 3.3 min | 0.8 min |" in text
     assert "list prices for us-central1" in text and dataflow_cost.PRICES_AS_OF in text
-    assert "60 bytes grow with the rows" in text
+    assert "60 to 100 bytes per row" in text
     assert "1:1" in text and "SDK harness" in text and "autoscaling" in text
 
 
 def test_the_shuffle_of_the_taxi_spec_by_grouping_step():
     from schemas.spec import load_spec
 
-    components = {c.name: c.bytes_per_row for c in shuffle_components(load_spec(str(TAXI_SPEC)))}
-    assert components == {
-        "FindDuplicateKeys: the key column": 22,  # 14-byte trip id + offset
+    calls = []
+
+    def statistics_bytes(columns, rows, batch_rows):
+        calls.append((len(columns), rows, batch_rows))
+        return 2 * rows * len(columns)
+
+    components = shuffle_components(
+        load_spec(str(TAXI_SPEC)),
+        key_column_bytes=lambda key_bytes, batch_rows: key_bytes + batch_rows / 1024,
+        statistics_bytes=statistics_bytes,
+    )
+
+    assert {c.name: c.bytes_per_row for c in components} == {
+        # 14-byte trip ids in the read stage's 4,096-row batches.
+        "FindDuplicateKeys: the key column": 18,
         # One group (pickup_zone, 5 min), value column fare_amount, 2 aggregates:
         # (16 + 32) per cell and (8 + 2 x 8) of window values.
         "JoinAggregates[pickup_zone_300s]: period statistics and window values": 72,
-        # 9 numeric raw columns x 160,000 bytes per 16 MiB / 111 bytes of CSV rows.
-        "RawStatistics: per-bundle accumulators": pytest.approx(9.527207, rel=1e-5),
-        # 3 splits x 11 numeric features x 160,000 bytes per 65,536 rows.
-        "TransformedStatistics: per-bundle accumulators": pytest.approx(80.566406, rel=1e-5),
+        # 12 raw columns over train's 80% of a 16 MiB range of 111-byte rows
+        # (151,146 rows): 2 x 120,916 x 12 bytes / 151,146.
+        "RawStatistics: per-bundle accumulators": pytest.approx(19.19987, rel=1e-6),
+        # 24 features over each split's share of a 65,536-row spill file
+        # (52,428 + 6,553 + 6,553 rows): 2 x 65,534 x 24 bytes / 65,536.
+        "TransformedStatistics: per-bundle accumulators": pytest.approx(47.99854, rel=1e-6),
     }
+    assert calls == [(12, 120_916, 4096), (24, 52_428, 8192), (24, 6553, 8192), (24, 6553, 8192)]
+    assert [c.grows_with_rows for c in components] == [True, False, False, False]
+
+
+def test_the_measured_encodings_grow_with_what_they_hold():
+    from benchmarks.dataflow_cost import measured_key_column_bytes, measured_statistics_bytes
+
+    # Each row's key and offset, plus each shard's element overhead.
+    assert 14 + 4 < measured_key_column_bytes(14, 4096) < 14 + 4 + 256 * 400 / 4096
+    one = measured_statistics_bytes([("numeric", None)], 20_000, 4096)
+    two = measured_statistics_bytes([("numeric", None), ("numeric", None)], 20_000, 4096)
+    assert 10_000 * 8 < one < two
+    few = measured_statistics_bytes([("categorical", 10)], 20_000, 4096)
+    many = measured_statistics_bytes([("categorical", 5000)], 20_000, 4096)
+    assert few < many
 
 
 def test_a_one_size_document_in_the_workarounds_layout(tmp_path):
