@@ -69,7 +69,9 @@ MACHINE_TYPES = {
 DISK_GB = 25
 TARGET_ROWS = (100_000_000, 1_000_000_000)
 WORKER_COUNTS = (10, 50, 200)
-# Shuffled bytes are billed when written to the service and again when read back.
+# Dataflow Shuffle is billed by the data it processes. Counting each shuffled
+# byte twice, once written to the service and once read back, is an assumption
+# (the larger of the two readings), not something the page's stored copy states.
 SHUFFLE_PASSES = 2
 
 # Inputs of the shuffle estimate that come from the generated data and the code.
@@ -217,10 +219,11 @@ def shuffle_components(
     bundle, taken at the smallest bundles this job's reads make, so an upper
     bound). Derived: the aggregates' period statistics (CombinePerKey) and
     window values (a side input), at one (entity, period) cell per row, also an
-    upper bound. Left out as not growing with the rows: the CSV byte ranges
-    (SpreadRanges), the spill file paths (SpreadSpills), the counts, and
-    tf.Transform's analyzer accumulators (min/max, mean/variance, quantile
-    sketches, vocabulary counts: kilobytes per bundle)."""
+    upper bound. Left out: what does not grow with the rows (the CSV byte
+    ranges of SpreadRanges, the spill file paths of SpreadSpills, the counts),
+    and tf.Transform's analyzer accumulators, per bundle like the statistics
+    but smaller (min/max, mean/variance, quantile sketches, vocabulary counts
+    of low-cardinality columns) and not measured here."""
     from pipeline.layout import ANALYZE_SPLIT
     from transforms.aggregates import group_aggregates
     from transforms.analyze import TRANSFORM_BATCH_ROWS
@@ -376,8 +379,9 @@ def report(
         f"each with a {DISK_GB} GB boot disk (the batch default with Dataflow Shuffle), "
         "busy 100% of the time they are billed.",
         f"- The shuffle is an estimate, not a measurement: {certain_per_row:.0f} to "
-        f"{shuffle_per_row:.0f} bytes per row, counted {SHUFFLE_PASSES}x (written, then "
-        f"read), GB as 2^30 bytes; derivation below. The {certain_per_row:.0f} bytes grow "
+        f"{shuffle_per_row:.0f} bytes per row, counted {SHUFFLE_PASSES}x (once written, once "
+        f"read: an assumption, the larger reading of 'data processed'), GB as 2^30 bytes; "
+        f"derivation below. The {certain_per_row:.0f} bytes grow "
         "with the rows whatever the runner does; the rest is per bundle or per (entity, "
         "period) cell, taken at its upper bound, and likely far smaller on Dataflow, whose "
         "bundles are larger than the local runner's. Cloud Storage traffic of "
@@ -430,10 +434,12 @@ def report(
     lines.append(f"| total | {shuffle_per_row:.1f} | |")
     lines += [
         "",
-        "Left out as not growing with the rows: the CSV byte ranges and spill file paths "
-        "that are spread over the workers, the counts, and tf.Transform's analyzer "
-        f"accumulators (kilobytes per bundle). Categorical columns whose cardinality the "
-        f"spec leaves open are measured with {UNKNOWN_CARDINALITY:,} values per bundle.",
+        "Left out: what does not grow with the rows (the CSV byte ranges and spill file "
+        "paths spread over the workers, the counts), and tf.Transform's analyzer "
+        "accumulators, per bundle like the statistics but smaller (min/max, mean/variance, "
+        "10-bucket quantile sketches, vocabulary counts of low-cardinality columns), not "
+        "measured here. Categorical columns whose cardinality the spec leaves open are "
+        f"measured with {UNKNOWN_CARDINALITY:,} values per bundle.",
     ]
     return "\n".join(lines)
 
