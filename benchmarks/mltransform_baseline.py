@@ -21,12 +21,14 @@ benchmarks/specs/taxi_benchmark.yaml that tests/test_benchmarks.py compares:
   MLTransform carries it through untouched (it pickles columns no operation
   names, next to the tf.Transform batch, and unpickles them after).
 
-So every compared feature is computed here, and two of them partly outside
-MLTransform; the per-row Python of the parse step is part of what is timed, as
-plain_tft's dict building is. MLTransform writes each operation's result over
-its input column, and two operations on one column would chain (the buckets of
-the scaled value), so the parse step gives every feature its own copy of its
-source column, named as the feature. Like plain_tft it validates nothing: rows
+So every compared feature is computed here: hour_of_day entirely outside
+MLTransform, euclidean_z partly, the others by it. The per-row Python of the
+parse step is part of what is timed, as plain_tft's dict building is.
+
+MLTransform writes each operation's result over its input column, and two
+operations on one column would chain (the buckets of the scaled value), so the
+parse step gives every feature its own copy of its source column, named as the
+feature. Like plain_tft it validates nothing: rows
 are assumed clean, and a missing passenger_count becomes 1, the spec's default.
 MLTransform's artifacts (its raw metadata and tf.Transform's transform_fn) go to
 OUT/mltransform_artifacts, which is also its tf.Transform temp dir.
