@@ -36,12 +36,16 @@ OUT/mltransform_artifacts, which is also its tf.Transform temp dir.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 
-from benchmarks.plain_tft import COORDINATES, parse_line
+from benchmarks.plain_tft import (
+    COORDINATES,
+    exit_without_teardown,
+    parse_arguments,
+    parse_line,
+)
 
 ARTIFACTS_DIR = "mltransform_artifacts"
 VOCABULARY_SOURCES = ("pickup_zone", "payment_type")
@@ -124,16 +128,10 @@ def run(input_path: str, output_dir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", required=True, help="CSV of generated taxi trips.")
-    parser.add_argument("--output_dir", required=True, help="Where examples go.")
-    args = parser.parse_args(argv)
+    args = parse_arguments(__doc__, argv)
     run(args.input, args.output_dir)
-    # As in plain_tft: every output is written and closed by now; skip the
-    # interpreter's teardown of TensorFlow, which can crash at exit.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_without_teardown()
+    return 0
 
 
 if __name__ == "__main__":
