@@ -26,12 +26,25 @@ FEATURES = {
 }
 
 
-def run_implementation(module: str, csv_path, output_dir) -> None:
-    """Runs one benchmark implementation (`python -m module`) on a CSV."""
-    subprocess.run(
-        [sys.executable, "-m", module, "--input", str(csv_path), "--output_dir", str(output_dir)],
-        cwd=ROOT, check=True, capture_output=True,
-    )  # fmt: skip
+ROWS = 3000
+
+
+def run_implementations(modules: tuple[str, ...], tmp_path) -> dict:
+    """Runs each benchmark implementation (`python -m module`) on the same ROWS
+    generated clean trips; returns {module: its output directory}."""
+    from pipeline.sample_data import generate_rows, write_csv
+
+    csv_path = tmp_path / "trips.csv"
+    write_csv(generate_rows(ROWS, seed=9, messy_fraction=0.0), str(csv_path))
+    outputs = {}
+    for module in modules:
+        outputs[module] = tmp_path / module
+        subprocess.run(
+            [sys.executable, "-m", module, "--input", str(csv_path), "--output_dir",
+             str(outputs[module])],
+            cwd=ROOT, check=True, capture_output=True,
+        )  # fmt: skip
+    return outputs
 
 
 def read_features(output_dir) -> dict[str, np.ndarray]:
@@ -50,11 +63,12 @@ def read_features(output_dir) -> dict[str, np.ndarray]:
     return {name: np.sort(np.concatenate(parts)) for name, parts in columns.items()}
 
 
-def assert_same_features(tft: dict, floor: dict, rows: int) -> None:
+def assert_same_features(tft: dict, floor: dict) -> None:
     """A tf.Transform-based implementation's features (`tft`) against the NumPy
-    floor's: the same multiset of values per feature."""
+    floor's, both of run_implementations' ROWS rows: the same multiset of
+    values per feature."""
     for name, kind in FEATURES.items():
-        assert len(tft[name]) == len(floor[name]) == rows, name
+        assert len(tft[name]) == len(floor[name]) == ROWS, name
         if name.endswith("_bucket"):
             # tf.Transform's quantiles are approximate: bucket sizes agree closely.
             sizes = [np.bincount(values, minlength=10) for values in (tft[name], floor[name])]
