@@ -256,27 +256,31 @@ def shuffle_components(
             )
         )
     raw, transformed = statistics_columns(spec)
-    percentages = spec.split.percentages
-    read_bundle_rows = int(DEFAULT_RANGE_BYTES / CSV_BYTES_PER_ROW)
-    raw_rows = read_bundle_rows * percentages[ANALYZE_SPLIT] // 100
+    # The smallest bundle of the raw statistics' stage: with aggregates the rows
+    # come back from JoinAggregates' spill files, without them from a read range.
+    if group_aggregates(spec):
+        raw_bundle_rows = SPILL_FILE_ROWS
+        raw_bundle = f"{SPILL_FILE_ROWS:,}-row spill file of JoinAggregates"
+    else:
+        raw_bundle_rows = int(DEFAULT_RANGE_BYTES / CSV_BYTES_PER_ROW)
+        raw_bundle = f"{DEFAULT_RANGE_BYTES >> 20} MiB read range ({raw_bundle_rows:,} rows)"
+    raw_rows = raw_bundle_rows * spec.split.percentages[ANALYZE_SPLIT] // 100
     components.append(
         ShuffleComponent(
             "RawStatistics: per-bundle accumulators",
-            statistics_bytes(raw, raw_rows, PARSE_BATCH_ROWS) / read_bundle_rows,
-            f"measured: one accumulator of {len(raw)} columns over the {raw_rows:,} analyzed rows "
-            f"of a {DEFAULT_RANGE_BYTES >> 20} MiB read range ({read_bundle_rows:,} rows)",
+            statistics_bytes(raw, raw_rows, PARSE_BATCH_ROWS) / raw_bundle_rows,
+            f"measured: one accumulator of {len(raw)} columns over the {raw_rows:,} "
+            f"{ANALYZE_SPLIT} rows of a {raw_bundle}",
         )
     )
-    per_bundle = sum(
-        statistics_bytes(transformed, SPILL_FILE_ROWS * percentage // 100, TRANSFORM_BATCH_ROWS)
-        for percentage in percentages.values()
-    )
+    # Each split spills on its own (transforms.analyze), so a bundle of one spill
+    # file feeds one split's accumulator.
     components.append(
         ShuffleComponent(
             "TransformedStatistics: per-bundle accumulators",
-            per_bundle / SPILL_FILE_ROWS,
-            f"measured: one accumulator of {len(transformed)} features per split "
-            f"({len(percentages)}) over a {SPILL_FILE_ROWS:,}-row spill file's share of it",
+            statistics_bytes(transformed, SPILL_FILE_ROWS, TRANSFORM_BATCH_ROWS) / SPILL_FILE_ROWS,
+            f"measured: one accumulator of {len(transformed)} features over a "
+            f"{SPILL_FILE_ROWS:,}-row spill file of one split",
         )
     )
     return components

@@ -17,7 +17,7 @@ from benchmarks.dataflow_cost import (
     report,
     shuffle_components,
 )
-from tests.support import TAXI_SPEC
+from tests.support import ROOT, TAXI_SPEC
 
 GIB = 2**30
 RESULTS = {
@@ -100,15 +100,38 @@ def test_the_shuffle_of_the_taxi_spec_by_grouping_step():
         # One group (pickup_zone, 5 min), value column fare_amount, 2 aggregates:
         # (16 + 32) per cell and (8 + 2 x 8) of window values.
         "JoinAggregates[pickup_zone_300s]: period statistics and window values": 72,
-        # 12 raw columns over train's 80% of a 16 MiB range of 111-byte rows
-        # (151,146 rows): 2 x 120,916 x 12 bytes / 151,146.
-        "RawStatistics: per-bundle accumulators": pytest.approx(19.19987, rel=1e-6),
-        # 24 features over each split's share of a 65,536-row spill file
-        # (52,428 + 6,553 + 6,553 rows): 2 x 65,534 x 24 bytes / 65,536.
-        "TransformedStatistics: per-bundle accumulators": pytest.approx(47.99854, rel=1e-6),
+        # 12 raw columns over train's 80% of a 65,536-row spill file of
+        # JoinAggregates: 2 x 52,428 x 12 bytes / 65,536.
+        "RawStatistics: per-bundle accumulators": pytest.approx(19.19971, rel=1e-6),
+        # 24 features over a 65,536-row spill file of one split: 2 x 24 bytes.
+        "TransformedStatistics: per-bundle accumulators": 48,
     }
-    assert calls == [(12, 120_916, 4096), (24, 52_428, 8192), (24, 6553, 8192), (24, 6553, 8192)]
+    assert calls == [(12, 52_428, 4096), (24, 65_536, 8192)]
     assert [c.grows_with_rows for c in components] == [True, False, False, False]
+
+
+def test_without_aggregates_the_raw_statistics_bundle_is_a_read_range():
+    from schemas.spec import load_spec
+
+    calls = []
+
+    def statistics_bytes(columns, rows, batch_rows):
+        calls.append((len(columns), rows))
+        return rows
+
+    spec = load_spec(str(ROOT / "benchmarks" / "specs" / "taxi_benchmark.yaml"))
+    components = shuffle_components(
+        spec, key_column_bytes=lambda *_: 0.0, statistics_bytes=statistics_bytes
+    )
+
+    # 16 MiB / 111 bytes = 151,146 rows, of which train's 80%: 120,916.
+    assert calls[0] == (10, 120_916)
+    assert components[1].bytes_per_row == pytest.approx(120_916 / 151_146)
+    assert [c.name for c in components] == [
+        "FindDuplicateKeys: the key column",
+        "RawStatistics: per-bundle accumulators",
+        "TransformedStatistics: per-bundle accumulators",
+    ]
 
 
 def test_the_measured_encodings_grow_with_what_they_hold():
