@@ -441,7 +441,7 @@ def report(
         "Left out: what does not grow with the rows (the CSV byte ranges and spill file "
         "paths spread over the workers, the counts), and tf.Transform's analyzer "
         "accumulators, per bundle like the statistics but smaller (min/max, mean/variance, "
-        "10-bucket quantile sketches, vocabulary counts of low-cardinality columns), not "
+        "quantile sketches, vocabulary counts of low-cardinality columns), not "
         "measured here. Categorical columns whose cardinality the spec leaves open are "
         f"measured with {UNKNOWN_CARDINALITY:,} values per bundle.",
     ]
