@@ -100,18 +100,28 @@ def run(input_path: str, output_dir: str) -> None:
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(output_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_arguments(doc: str, argv: list[str] | None) -> argparse.Namespace:
+    """--input and --output_dir, the command line of every benchmark implementation."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="CSV of generated taxi trips.")
     parser.add_argument("--output_dir", required=True, help="Where examples go.")
-    args = parser.parse_args(argv)
-    run(args.input, args.output_dir)
-    # After this pipeline, on small inputs, the interpreter segfaults while
-    # garbage-collecting at exit (TensorFlow 2.21 objects); every output is
-    # written and closed by now, so leave without that teardown.
+    return parser.parse_args(argv)
+
+
+def exit_without_teardown() -> None:
+    """After a tf.Transform pipeline, on small inputs, the interpreter segfaults
+    while garbage-collecting at exit (TensorFlow 2.21 objects); every output is
+    written and closed by then, so leave without that teardown."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(__doc__, argv)
+    run(args.input, args.output_dir)
+    exit_without_teardown()
+    return 0
 
 
 if __name__ == "__main__":

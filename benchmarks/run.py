@@ -8,6 +8,8 @@ order in every repeat so that no variant always runs on a warm or a cold cache:
 
   ours      pipeline.preprocess with benchmarks/specs/taxi_benchmark.yaml
   baseline  benchmarks.plain_tft (ReadFromText, a dict per row, tf.Transform)
+  mltransform  benchmarks.mltransform_baseline (ReadFromText, a dict per row,
+            Beam's MLTransform with its tf.Transform operations)
   floor     benchmarks.numpy_floor (pyarrow + NumPy in one process)
   full      pipeline.preprocess with schemas/taxi.yaml (aggregates, validation)
   ours-without-NAME   ours with --disable_workaround NAME, for each speed
@@ -19,8 +21,9 @@ the process and all its children, sampled every 0.2 s from /proc, both as the
 sum of their RSS (which counts shared library pages once per process) and as
 the sum of their PSS (which splits shared pages among their sharers). Writes
 DIR/results.json and, when matplotlib is installed, DIR/results.png (time and
-memory against rows); prints a table with the medians and the ratios
-ours/baseline and ours/floor.
+memory against rows); prints a table with the medians (wall, CPU, CPU per 1M
+rows) and the ratios ours/baseline, ours/mltransform and ours/floor, of wall and
+of CPU time, each between runs of the same invocation.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ VARIANTS = {
         "--runner", "FnApiRunner",
     ],
     "baseline": ["-m", "benchmarks.plain_tft"],
+    "mltransform": ["-m", "benchmarks.mltransform_baseline"],
     "floor": ["-m", "benchmarks.numpy_floor"],
     "full": ["-m", "pipeline.preprocess", "--spec", "schemas/taxi.yaml", "--runner", "FnApiRunner"],
 }  # fmt: skip
@@ -152,6 +156,42 @@ def summarise(runs: list[dict], rows: int) -> dict:
     }
 
 
+# The variants ours is compared with, in the order the ratios are printed.
+ANCHORS = ("baseline", "mltransform", "floor")
+
+
+def ours_ratios(size: dict) -> dict:
+    """ours over each anchor measured in the same invocation, by median wall time
+    (ours_over_NAME, the key results.json has always had) and by median CPU
+    time (ours_over_NAME_cpu, when both runs recorded it)."""
+    ratios = {}
+    ours = size.get("ours")
+    for other in ANCHORS:
+        if ours is None or other not in size:
+            continue
+        anchor = size[other]
+        ratios[f"ours_over_{other}"] = round(
+            ours["median_wall_seconds"] / anchor["median_wall_seconds"], 3
+        )
+        if ours.get("median_cpu_seconds") and anchor.get("median_cpu_seconds"):
+            ratios[f"ours_over_{other}_cpu"] = round(
+                ours["median_cpu_seconds"] / anchor["median_cpu_seconds"], 3
+            )
+    return ratios
+
+
+def format_ratios(size: dict) -> str:
+    """'ours/baseline wall 0.27, CPU 0.45; ...' for the ratios ours_ratios stored."""
+    parts = []
+    for other in ANCHORS:
+        wall = size.get(f"ours_over_{other}")
+        if wall is None:
+            continue
+        cpu = size.get(f"ours_over_{other}_cpu")
+        parts.append(f"ours/{other} wall {wall}" + ("" if cpu is None else f", CPU {cpu}"))
+    return "; ".join(parts) or "no ratios (ours or its anchors not measured)"
+
+
 def machine() -> dict:
     with open("/proc/meminfo") as handle:
         memory_kb = int(handle.readline().split()[1])
@@ -191,6 +231,11 @@ def plot(results: dict, path: str) -> bool:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     return True
+
+
+def _figure(value: float | None) -> str:
+    """A table cell: one decimal, or 'n/a' for a figure an older run did not record."""
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,10 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         size = {name: summarise(measured, rows) for name, measured in runs.items() if measured}
         if failures:
             size["failures"] = failures
-        for other in ("baseline", "floor"):
-            if "ours" in size and other in size:
-                ratio = size["ours"]["median_wall_seconds"] / size[other]["median_wall_seconds"]
-                size[f"ours_over_{other}"] = round(ratio, 3)
+        size.update(ours_ratios(size))
         for variant in list(size):
             if variant.startswith("ours-without-") and "ours" in size:
                 for figure in ("median_wall_seconds", "median_cpu_seconds"):
@@ -275,13 +317,12 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"| {int(rows):,} | {variant} | {m['median_wall_seconds']:.1f} | "
                 f"{', '.join(f'{w:.1f}' for w in m['wall_seconds'])} | "
-                f"{'' if cpu is None else f'{cpu:.1f}'} | "
-                f"{m.get('cpu_seconds_per_million_rows') or ''} | "
+                f"{_figure(cpu)} | "
+                f"{_figure(m.get('cpu_seconds_per_million_rows'))} | "
                 f"{m['rows_per_second']:,} | {m['peak_memory_bytes'] / 2**30:.2f} | "
                 f"{m.get('peak_pss_bytes', 0) / 2**30:.2f} |"
             )
-        ratios = {k: v for k, v in size.items() if k.startswith("ours_over_")}
-        print(f"{int(rows):,} rows: {ratios}")
+        print(f"{int(rows):,} rows: {format_ratios(size)}")
         for label, ratio in size.get("workaround_ratios", {}).items():
             print(f"{int(rows):,} rows: {label} {ratio}")
     print(f"results in {args.output}/results.json" + (" and results.png" if plotted else ""))
