@@ -6,30 +6,16 @@ import json
 
 import pytest
 
-from pipeline.preprocess import EXIT_OK, run
-from pipeline.sample_data import generate_rows, write_csv
-from tests.support import TAXI_SPEC
 from trainer import task
 from trainer.model import load_run
 
 pytestmark = pytest.mark.slow
+pytest_plugins = ["tests.taxi_model"]
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    base = tmp_path_factory.mktemp("trainer")
-    write_csv(generate_rows(4000, seed=21, messy_fraction=0), str(base / "trips.csv"))
-    output_dir = str(base / "out")
-    args = [
-        "--spec",
-        str(TAXI_SPEC),
-        "--input",
-        str(base / "trips.csv"),
-        "--output_dir",
-        output_dir,
-    ]
-    assert run([*args, "--runner", "FnApiRunner", "--write_raw_features"]) == EXIT_OK
-    return output_dir
+def data_dir(taxi_run_dir):
+    return taxi_run_dir
 
 
 def test_model_is_built_from_the_run_not_from_column_lists(data_dir):
@@ -60,7 +46,9 @@ def test_a_directory_without_manifest_is_refused(tmp_path, capsys):
     assert "no manifest.json" in capsys.readouterr().err
 
 
-def test_exported_model_on_raw_json_matches_the_model_on_batch_examples(data_dir, tmp_path):
+def test_exported_model_on_raw_json_matches_the_model_on_batch_examples(
+    data_dir, taxi_model_dir, tmp_path
+):
     """Serving path (raw JSON -> transform graph in the export -> model) against the
     training path (the batch pipeline's transformed examples -> model), per key."""
     import glob
@@ -72,8 +60,7 @@ def test_exported_model_on_raw_json_matches_the_model_on_batch_examples(data_dir
     from trainer.instances import raw_instances
     from trainer.predict import main as predict_main
 
-    model_dir = str(tmp_path / "model")
-    task.train_and_evaluate(data_dir, model_dir, 200, 64, steps_per_checkpoint=200)
+    model_dir = taxi_model_dir
     rows = raw_instances(data_dir, "eval", 300)
     instances = tmp_path / "instances.jsonl"
     instances.write_text("".join(json.dumps(row) + "\n" for row in rows))
