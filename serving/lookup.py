@@ -120,6 +120,11 @@ def newest_final_period_start(now: float, period_seconds: int, lateness_seconds:
     return period_start(now - lateness_seconds, period_seconds)
 
 
+def default_value(aggregate: Aggregate) -> float | int:
+    """The spec's default in the aggregate's kind (a mean's `default: 0` is 0.0)."""
+    return int(aggregate.default) if aggregate.kind is Kind.INT else float(aggregate.default)
+
+
 def instances_of(valid, aggregates: Sequence[Aggregate], timestamp_column: str) -> list[Instance]:
     """The Instances of validated rows (a pyarrow RecordBatch)."""
     key_columns = sorted({name for aggregate in aggregates for name in aggregate.key})
@@ -184,14 +189,7 @@ def resolve(
         values = {}
         for aggregate, cell in zip(aggregates, wanted, strict=True):
             data = cells.get(cell.period_start, {}).get(cell.row_key)
-            if data is not None:
-                value = decode_value(data, aggregate)
-            else:
-                value = (
-                    int(aggregate.default)
-                    if aggregate.kind is Kind.INT
-                    else float(aggregate.default)
-                )
+            value = decode_value(data, aggregate) if data is not None else default_value(aggregate)
             if cell.fallback:
                 source = SOURCE_LATEST_FINAL
             else:

@@ -220,7 +220,8 @@ class Predictor:
             )  # fmt: skip
         except NotFinal as not_final:
             retry = {"Retry-After": str(not_final.retry_after_seconds)}
-            raise Refused(503, f"{not_final}; retry in {not_final.retry_after_seconds} s", retry)
+            message = f"{not_final}; retry in {not_final.retry_after_seconds} s"
+            raise Refused(503, message, retry) from None
         cells = {start: self.read(keys, start) for start, keys in reads(plan).items()}
         return resolve(plan, self.aggregates, cells)
 
@@ -348,44 +349,50 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument(
         "--model_name", default=None, help="Name in the URLs (default: the spec's name)."
     )
-    result.add_argument("--host", default="127.0.0.1", help="Address to listen on.")
-    result.add_argument("--port", type=int, default=DEFAULT_PORT, help="Port to listen on.")
+    result.add_argument(
+        "--host", default="127.0.0.1", help="Address to listen on (default %(default)s)."
+    )
+    result.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="Port to listen on (default %(default)s)."
+    )
     OnlineStoreOptions._add_argparse_args(_TableFlags(result.add_argument_group("online store")))
     result.add_argument(
         "--allowed_lateness",
         default=DEFAULT_ALLOWED_LATENESS,
         help="The streaming job's --allowed_lateness L: a period starting at e is final, "
-        "and its value in the store, at e + L.",
+        "and its value in the store, at e + L (default %(default)s).",
     )
     result.add_argument(
         "--not_final",
         choices=[policy.value for policy in NotFinalPolicy],
         default=NotFinalPolicy.LATEST_FINAL.value,
-        help="What an instance whose period is not final yet gets (see below).",
+        help="What an instance whose period is not final yet gets (default %(default)s; "
+        "see below).",
     )
     result.add_argument(
         "--max_instances",
         type=int,
         default=DEFAULT_MAX_INSTANCES,
-        help="Most instances in one request; more is a 400.",
+        help="Most instances in one request; more is a 400 (default %(default)s).",
     )
     result.add_argument(
         "--max_request_bytes",
         type=int,
         default=DEFAULT_MAX_REQUEST_BYTES,
-        help="Largest request body; larger is a 413.",
+        help="Largest request body; larger is a 413 (default %(default)s).",
     )
     result.add_argument(
         "--store_timeout",
         type=float,
         default=DEFAULT_STORE_TIMEOUT_SECONDS,
-        help="Seconds a store read may take, retries included, before the request is a 503.",
+        help="Seconds a store read may take, retries included, before the request is a "
+        "503 (default %(default)s).",
     )
     result.add_argument(
         "--log_level",
         default="WARNING",
         choices=LOG_LEVELS,
-        help="Log records shown; INFO adds one access-log line per request.",
+        help="Log records shown; INFO adds one access-log line per request (default %(default)s).",
     )
     return result
 
