@@ -97,9 +97,10 @@ class NotFinal(Exception):
     """An instance's period is not final and the policy is `reject`.
     `retry_after_seconds`: until every such period of the request is final."""
 
-    def __init__(self, instance_index: int, aggregate: str, period_start: int, final_at: int, now):
+    def __init__(self, instance_index: int, aggregate: str, period_start: int, final_at: int,
+                 all_final_at: int, now: float):  # fmt: skip
         self.instance_index = instance_index
-        self.retry_after_seconds = max(1, math.ceil(final_at - now))
+        self.retry_after_seconds = max(1, math.ceil(all_final_at - now))
         super().__init__(
             f"instance {instance_index}: the value of {aggregate} for the period starting "
             f"{iso_utc(period_start)} is not final before {iso_utc(final_at)}"
@@ -163,8 +164,8 @@ def plan_lookup(
                 wanted.append(Wanted(key, newest, fallback=True))
         plan.append(wanted)
     if not_final:
-        index, name, start, _ = not_final[0]
-        raise NotFinal(index, name, start, max(final_at for *_, final_at in not_final), now)
+        all_final_at = max(final_at for *_, final_at in not_final)
+        raise NotFinal(*not_final[0], all_final_at, now)
     return plan
 
 
