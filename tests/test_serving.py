@@ -319,3 +319,21 @@ def test_main_refuses_bad_flags_with_exit_2(tmp_path):
         "error: --max_instances must be positive, got 0",
         f"error: {tmp_path}/export does not exist; run trainer.task first",
     ]
+
+
+def test_the_benchmark_answers_every_request_with_every_prediction(taxi_model_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.serving", "--model_dir", taxi_model_dir,
+         "--sizes", "1", "10", "--requests", "3", "--concurrency", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout)
+    answered = [
+        (size["instances_per_request"], size["requests"], size["answered_200"],
+         size["with_all_predictions"])
+        for size in report["sizes"]
+    ]  # fmt: skip
+    assert answered == [(1, 3, 3, 3), (10, 3, 3, 3)]
+    assert report["stored_values_per_aggregate"] > 0
+    assert all(size["p99_ms"] >= size["p50_ms"] > 0 for size in report["sizes"])
