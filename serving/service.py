@@ -136,7 +136,8 @@ def prediction_json(outputs: dict, index: int):
     """TensorFlow Serving's row format: the one output's value (regression),
     else {output name: value}."""
     if set(outputs) == {"predictions"}:
-        return float(outputs["predictions"][index])
+        # .item(): a float whether the model gives [batch] or [batch, 1].
+        return float(outputs["predictions"][index].item())
     return {name: _jsonable(outputs[name][index]) for name in sorted(outputs)}
 
 
