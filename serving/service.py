@@ -178,9 +178,8 @@ class Predictor:
         now = self.clock()
         instances = request_instances(body, self.config.max_instances)
         for index, instance in enumerate(instances):
-            sent = (
-                sorted(self.aggregate_names & set(instance)) if isinstance(instance, dict) else []
-            )
+            fields = set(instance) if isinstance(instance, dict) else set()
+            sent = sorted(self.aggregate_names & fields)
             if sent:
                 raise Refused(
                     400,
@@ -197,9 +196,7 @@ class Predictor:
         valid = validated.valid
         if not valid.num_rows:
             return {"predictions": [], "metadata": {"aggregates": []}}
-        values = self.lookup(
-            instances_of(valid, self.aggregates, self.model.spec.timestamp_column), now
-        )
+        values = self.lookup(valid, now)
         outputs = self.model.outputs(valid, value_columns(values, self.aggregates))
         return {
             "predictions": [prediction_json(outputs, row) for row in range(valid.num_rows)],
@@ -211,9 +208,11 @@ class Predictor:
             },
         }
 
-    def lookup(self, instances, now: float) -> list[dict[str, AggregateValue]]:
+    def lookup(self, valid, now: float) -> list[dict[str, AggregateValue]]:
+        """Per validated row, its aggregates' values from the store (serving.lookup)."""
         if not self.aggregates:
-            return [{} for _ in instances]
+            return [{} for _ in range(valid.num_rows)]
+        instances = instances_of(valid, self.aggregates, self.model.spec.timestamp_column)
         try:
             plan = plan_lookup(
                 instances, self.aggregates, now, self.config.allowed_lateness_seconds,
