@@ -197,6 +197,36 @@ def test_a_period_not_final_yet_takes_the_newest_final_one(service, clock, expor
     }  # fmt: skip
 
 
+class CountingTable:
+    """A data table that records the row keys of every read_rows call."""
+
+    def __init__(self, table):
+        self.table = table
+        self.reads: list[list[bytes]] = []
+
+    def read_rows(self, query):
+        self.reads.append(sorted(query.row_keys))
+        return self.table.read_rows(query)
+
+
+def test_a_request_reads_the_store_once_per_period_start(model, data_table):
+    from serving.service import Predictor
+
+    table = CountingTable(data_table)
+    predictor = Predictor(model, table, config(), Clock(E + LATENESS))
+    instances = [trip(), trip("JFK Airport"), trip(seconds=E - 1), trip(seconds=E + 200)]
+    answer = predictor.answer(json.dumps({"instances": instances}).encode())
+    assert answer.status == 200 and len(answer.document["predictions"]) == 4
+    names = ("zone_mean_fare_3h", "zone_trips_1h")
+    # Sorted by period start: E - PERIOD (Midtown only), then E (Midtown and JFK).
+    assert table.reads == [
+        sorted(f'{name}#["Midtown"]'.encode() for name in names),
+        sorted(
+            f'{name}#["{zone}"]'.encode() for name in names for zone in ("JFK Airport", "Midtown")
+        ),
+    ]
+
+
 def test_reject_answers_503_with_retry_after_until_the_period_is_final(model, data_table):
     clock = Clock(E + 30)
     app = build_app(model, data_table, config(not_final=NotFinalPolicy.REJECT), clock)
