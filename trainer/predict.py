@@ -139,7 +139,10 @@ class ServingModel:
         self.spec = load_export_spec(export_dir)
         self.instance_spec = serving_spec(self.spec, aggregates_in_instance)
         self.validator = InputValidator(self.instance_spec, JsonInstances(self.instance_spec))
-        self.signature = tf.saved_model.load(export_dir).signatures["serving_default"]
+        # Kept: the loaded object owns the resources (lookup tables) that the
+        # signature captures, and a long-lived service must not let it go.
+        self.loaded = tf.saved_model.load(export_dir)
+        self.signature = self.loaded.signatures["serving_default"]
         _, self.input_specs = self.signature.structured_input_signature
 
     def validate(self, instances: Sequence[tuple[str, str]]):
