@@ -7,38 +7,22 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.preprocess import EXIT_OK, run
-from pipeline.sample_data import generate_rows, write_csv
-from tests.support import TAXI_SPEC
 from trainer import task
 from trainer.model import load_run
 
 pytestmark = pytest.mark.slow
+pytest_plugins = ["tests.taxi_model"]
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    base = tmp_path_factory.mktemp("trainer")
-    write_csv(generate_rows(4000, seed=21, messy_fraction=0), str(base / "trips.csv"))
-    output_dir = str(base / "out")
-    args = [
-        "--spec",
-        str(TAXI_SPEC),
-        "--input",
-        str(base / "trips.csv"),
-        "--output_dir",
-        output_dir,
-    ]
-    assert run([*args, "--runner", "FnApiRunner", "--write_raw_features"]) == EXIT_OK
-    return output_dir
+def data_dir(taxi_run_dir):
+    return taxi_run_dir
 
 
 @pytest.fixture(scope="module")
-def model_dir(data_dir, tmp_path_factory):
+def model_dir(taxi_model_dir):
     """A small model trained on the run, with its serving export in export/."""
-    model_dir = str(tmp_path_factory.mktemp("exported") / "model")
-    task.train_and_evaluate(data_dir, model_dir, 200, 64, steps_per_checkpoint=200)
-    return model_dir
+    return taxi_model_dir
 
 
 def test_model_is_built_from_the_run_not_from_column_lists(data_dir):

@@ -27,18 +27,20 @@ from collections.abc import Sequence
 BATCH = 1024
 
 
-def serving_spec(spec):
+def serving_spec(spec, aggregates_in_instance: bool = True):
     """The spec of what a client sends: the raw columns without the label, and
-    the aggregates as required numeric columns (the client computes them, as
-    the streaming job does). Its event time is the instance's own column, never
-    a Pub/Sub attribute."""
+    (`aggregates_in_instance`) the aggregates as required numeric columns (the
+    client computes them, as the streaming job does); without them, the
+    prediction service (serving/) looks them up in the online store. Its event
+    time is the instance's own column, never a Pub/Sub attribute."""
     from schemas.spec import Column, ColumnType, Kind
 
     columns = [column for column in spec.columns if column.name != spec.label]
-    columns += [
-        Column(name=a.name, type=ColumnType.INT if a.kind is Kind.INT else ColumnType.FLOAT)
-        for a in spec.aggregates
-    ]
+    if aggregates_in_instance:
+        columns += [
+            Column(name=a.name, type=ColumnType.INT if a.kind is Kind.INT else ColumnType.FLOAT)
+            for a in spec.aggregates
+        ]
     update = {"columns": columns, "aggregates": [], "timestamp_attribute": None}
     return spec.model_copy(update=update)
 
@@ -122,6 +124,40 @@ def signature_inputs(valid, input_specs: dict) -> dict:
     return inputs
 
 
+class ServingModel:
+    """An export loaded for prediction: the run's spec, the validator of JSON
+    instances, and the `serving_default` signature. `aggregates_in_instance`
+    as in `serving_spec`; without them, `outputs` takes the aggregate columns
+    separately. Thread-safe: the validator keeps no state between batches."""
+
+    def __init__(self, export_dir: str, aggregates_in_instance: bool = True):
+        import tensorflow as tf
+
+        from trainer.export import load_export_spec
+        from transforms.validation import InputValidator
+
+        self.spec = load_export_spec(export_dir)
+        self.instance_spec = serving_spec(self.spec, aggregates_in_instance)
+        self.validator = InputValidator(self.instance_spec, JsonInstances(self.instance_spec))
+        # Kept: the loaded object owns the resources (lookup tables) that the
+        # signature captures, and a long-lived service must not let it go.
+        self.loaded = tf.saved_model.load(export_dir)
+        self.signature = self.loaded.signatures["serving_default"]
+        _, self.input_specs = self.signature.structured_input_signature
+
+    def validate(self, instances: Sequence[tuple[str, str]]):
+        """(source, JSON text) instances -> a ValidatedBatch (transforms.validation)."""
+        return self.validator.parse(instances)
+
+    def outputs(self, valid, aggregate_columns: dict | None = None) -> dict:
+        """The signature's outputs (NumPy arrays) for validated rows, with
+        `aggregate_columns` ({name: pyarrow array}) appended to them."""
+        for name, values in (aggregate_columns or {}).items():
+            valid = valid.append_column(name, values)
+        outputs = self.signature(**signature_inputs(valid, self.input_specs))
+        return {name: tensor.numpy() for name, tensor in outputs.items()}
+
+
 def _prediction(outputs: dict, index: int) -> dict:
     if "probabilities" not in outputs:
         return {"predictions": float(outputs["predictions"][index])}
@@ -135,28 +171,16 @@ def _prediction(outputs: dict, index: int) -> dict:
 
 def predict_instances(export_dir: str, lines: Sequence[str], source: str = "instance") -> list:
     """One result dict per JSON line (see the module docstring)."""
-    import tensorflow as tf
-
-    from trainer.export import load_export_spec
-    from transforms.validation import InputValidator
-
-    spec = serving_spec(load_export_spec(export_dir))
-    adapter = JsonInstances(spec)
-    validator = InputValidator(spec, adapter)
-    signature = tf.saved_model.load(export_dir).signatures["serving_default"]
-    _, input_specs = signature.structured_input_signature
+    model = ServingModel(export_dir)
     results: list[dict] = []
     for start in range(0, len(lines), BATCH):
         chunk = [
             (f"{source} {start + i + 1}", line)
             for i, line in enumerate(lines[start : start + BATCH])
         ]
-        validated = validator.parse(chunk)
+        validated = model.validate(chunk)
         errors = {letter["source"]: letter["reason"] for letter in validated.dead_letters}
-        outputs = {}
-        if validated.valid.num_rows:
-            outputs = signature(**signature_inputs(validated.valid, input_specs))
-            outputs = {name: tensor.numpy() for name, tensor in outputs.items()}
+        outputs = model.outputs(validated.valid) if validated.valid.num_rows else {}
         row = 0
         for name, _ in chunk:
             if name in errors:
