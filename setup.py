@@ -11,7 +11,7 @@ setuptools.setup(
     version="0.1.0",
     description="Preprocessing for ML with Apache Beam and tf.Transform",
     python_requires=">=3.10,<3.13",
-    packages=["pipeline", "pipeline.workarounds", "transforms", "schemas", "trainer"],
+    packages=["pipeline", "pipeline.workarounds", "transforms", "schemas", "trainer", "serving"],
     package_data={"schemas": ["*.yaml"]},
     install_requires=[
         # tensorflow-transform 1.21 was released and tested against Beam 2.72. Flink
@@ -30,6 +30,8 @@ setuptools.setup(
         "crcmod",
         # The trainer's summaries; TensorFlow no longer installs it.
         "tensorboard",
+        # The online prediction service's HTTP server (serving/service.py).
+        "aiohttp",
     ],
     # The command-line tools, installed with the package; each is also
     # `python -m <module>`.
@@ -47,6 +49,7 @@ setuptools.setup(
             "beam-tft-train = trainer.task:main",
             "beam-tft-instances = trainer.instances:main",
             "beam-tft-predict = trainer.predict:main",
+            "beam-tft-serve = serving.service:main",
         ]
     },
     # matplotlib draws the benchmark plot (benchmarks/run.py).

@@ -261,6 +261,7 @@ def test_help_lists_the_flags_with_their_help_and_exits_0(module, flags):
     [
         "pipeline.verify_skew", "pipeline.compare_runs", "pipeline.replay", "pipeline.report",
         "pipeline.sample_data", "trainer.task", "trainer.predict", "trainer.instances",
+        "serving.service",
         "schemas.spec",
     ],
 )  # fmt: skip

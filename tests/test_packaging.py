@@ -28,7 +28,7 @@ def test_sdist_installs_into_a_clean_virtualenv_and_imports_there(tmp_path):
     (sdist,) = glob.glob(str(tmp_path / "dist" / "*.tar.gz"))
     with tarfile.open(sdist) as archive:
         top_level = {name.split("/")[1] for name in archive.getnames() if name.count("/") >= 2}
-    assert {"pipeline", "transforms", "schemas", "trainer"} <= top_level
+    assert {"pipeline", "transforms", "schemas", "trainer", "serving"} <= top_level
     assert not {"tests", "benchmarks", ".venv", "data", "out"} & top_level
 
     venv = tmp_path / "venv"
@@ -67,7 +67,7 @@ def test_sdist_installs_into_a_clean_virtualenv_and_imports_there(tmp_path):
         "import schemas.spec\n"
         "from schemas.spec import load_spec\n"
         "names = []\n"
-        "for package in ('pipeline', 'transforms', 'schemas', 'trainer'):\n"
+        "for package in ('pipeline', 'transforms', 'schemas', 'trainer', 'serving'):\n"
         "    path = importlib.import_module(package).__path__\n"
         "    for module in pkgutil.walk_packages(path, prefix=package + '.'):\n"
         "        names.append(importlib.import_module(module.name).__name__)\n"
@@ -83,7 +83,7 @@ def test_sdist_installs_into_a_clean_virtualenv_and_imports_there(tmp_path):
     # Subpackages too (pipeline.workarounds): setup.py must list each of them.
     expected = {
         ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
-        for package in ("pipeline", "transforms", "schemas", "trainer")
+        for package in ("pipeline", "transforms", "schemas", "trainer", "serving")
         for path in (ROOT / package).rglob("*.py")
         if path.parent != ROOT / package or path.stem != "__init__"
     }
@@ -130,4 +130,5 @@ CONSOLE_COMMANDS = {
     "beam-tft-train": "trainer.task:main",
     "beam-tft-instances": "trainer.instances:main",
     "beam-tft-predict": "trainer.predict:main",
+    "beam-tft-serve": "serving.service:main",
 }
