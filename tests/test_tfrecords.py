@@ -90,3 +90,24 @@ def test_gzip_sink_files_read_back_with_tf_data(tmp_path):
         sink.flush()
     read = [r.numpy() for r in tf.data.TFRecordDataset([str(path)], compression_type="GZIP")]
     assert read == records
+
+
+def test_gzip_writer_is_the_fastest_level_and_deterministic():
+    import io
+
+    from transforms.tfrecords import GzipWriter
+
+    data = frame_records([b"feature_name" * 50 + bytes([i]) for i in range(200)])
+    files = []
+    for _ in range(2):
+        handle = io.BytesIO()
+        writer = GzipWriter(handle)
+        writer.write(data[:1000])
+        writer.write(data[1000:])
+        writer.finish()
+        writer.finish()  # a second finish adds nothing
+        files.append(handle.getvalue())
+    assert files[0] == files[1]
+    assert gzip.decompress(files[0]) == data
+    # RFC 1952 header: no FNAME flag (byte 3), mtime 0 (bytes 4-7), XFL 4 = fastest.
+    assert files[0][3] == 0 and files[0][4:8] == b"\0\0\0\0" and files[0][8] == 4
