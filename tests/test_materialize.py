@@ -4,7 +4,6 @@ the streaming job emits, the values of each, and the command's flag checks.
 
 from __future__ import annotations
 
-import math
 import random
 
 import apache_beam as beam
@@ -15,7 +14,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.options import validate_materialize_options, validate_stream_options
-from schemas.spec import AggregateFunction, parse_spec
+from schemas.spec import parse_spec
+from tests.aggregate_reference import stream_periods_reference, stream_values_reference
 from tests.support import ZONES_SPEC_DOCUMENT, test_pipeline
 from transforms import aggregates
 from transforms.aggregates import group_aggregates
@@ -23,12 +23,6 @@ from transforms.materialize import EventTimeBounds, StreamGroupValues, stream_pe
 
 SPEC = parse_spec(ZONES_SPEC_DOCUMENT)
 GROUP = group_aggregates(SPEC)[0]  # n_60s and mean_x_30s per zone, 10 s periods
-
-
-def brute_force_periods(row_periods, n, low, high) -> list[int]:
-    """Every q with a row period p in [q - n, q - 1], straight from the definition."""
-    emitted = {q for p in row_periods for q in range(p + 1, p + n + 1)}
-    return sorted(q for q in emitted if (low is None or q >= low) and (high is None or q < high))
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -40,7 +34,7 @@ def test_stream_periods_equal_the_definition(seed):
     high = generator.choice([None, generator.randint(-20, 260)])
     got = stream_periods(np.array(periods), n, low, high)
     assert got.dtype == np.int64
-    assert got.tolist() == brute_force_periods(periods, n, low, high)
+    assert got.tolist() == stream_periods_reference(periods, n, low, high)
 
 
 def test_stream_periods_of_nothing_and_of_touching_runs():
@@ -59,34 +53,6 @@ def test_bounds_keep_the_periods_that_hold_an_instant_of_start_to_end():
     assert EventTimeBounds(45, 61).period_range(10) == (4, 7)
     assert EventTimeBounds(40, 70).period_range(10) == (4, 7)
     assert EventTimeBounds().period_range(10) == (None, None)
-
-
-def brute_force_values(rows, group, bounds=EventTimeBounds()) -> list:
-    """{(entity, q): values} of every period the stream emits, each aggregate
-    over the entity's rows in [qP - W, qP), from the definition."""
-    period = group.period_seconds
-    low, high = bounds.period_range(period)
-    result = []
-    for zone in sorted({r["zone"] for r in rows}):
-        mine = [r for r in rows if r["zone"] == zone]
-        row_periods = sorted({r["when"] // period for r in mine})
-        for q in brute_force_periods(row_periods, group.max_window_periods, low, high):
-            values = {}
-            for aggregate in group.aggregates:
-                inside = [
-                    r
-                    for r in mine
-                    if q * period - aggregate.window_seconds <= r["when"] < q * period
-                ]
-                if aggregate.agg is AggregateFunction.COUNT:
-                    values[aggregate.name] = len(inside) or int(aggregate.default)
-                else:
-                    present = [r[aggregate.value] for r in inside]
-                    values[aggregate.name] = (
-                        math.fsum(present) / len(present) if present else float(aggregate.default)
-                    )
-            result.append(((zone,), (q, values)))
-    return result
 
 
 def zone_rows(count: int, seed: int, span: int) -> list[dict]:
@@ -129,7 +95,9 @@ def test_stream_values_over_several_blocks_equal_the_definition(monkeypatch, bou
     monkeypatch.setattr(aggregates, "BLOCK_PERIODS", 8)
     rows = zone_rows(120, seed=5, span=800)
     rows = [r for r in rows if not 300 <= r["when"] - 1_767_225_600 < 420]
-    expected = brute_force_values(rows, GROUP, bounds)
+    expected = stream_values_reference(
+        rows, SPEC.timestamp_column, GROUP, bounds.period_range(GROUP.period_seconds)
+    )
     # The 30 s mean of a period whose last 30 s are empty (rows only 40-60 s
     # back) gets its default, as the stream's window of 60 s still emits it.
     zone_times = [(r["zone"], r["when"]) for r in rows]
