@@ -118,6 +118,7 @@ def time_stream_job(spec_path, transform_dir, output_dir, events, emulator) -> f
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from pipeline import stream
+    from pipeline.options import create_online_store_if_missing
     from schemas.spec import load_spec
 
     spec = load_spec(spec_path)
@@ -130,7 +131,7 @@ def time_stream_job(spec_path, transform_dir, output_dir, events, emulator) -> f
     problems = stream.validate_stream_options(options)
     if problems:
         raise ValueError("; ".join(problems))
-    stream.ensure_online_store(options, spec)
+    create_online_store_if_missing(options, spec)
     messages = _messages(events)
     pipeline = beam.Pipeline(runner="BundleBasedDirectRunner", options=options)
     stream.build_pipeline(pipeline, options, spec, messages=pipeline | messages)

@@ -19,7 +19,9 @@ period's start. --start/--end keep only the periods that hold an instant of
 still see every row before --start. Writing a cell again overwrites it, so a
 rerun, or a stream that wrote the same periods, leaves the same table.
 
-Exit codes: 0 success, 1 failed run, 2 bad flags, run directory or inputs.
+Exit codes: 0 success, 1 failed run, 2 bad flags, run directory or inputs,
+130 stopped by SIGINT or SIGTERM (cells written by then stay; a rerun
+overwrites them with the same values).
 """
 
 from __future__ import annotations
@@ -40,10 +42,9 @@ from pipeline.options import (
     LOCAL_BATCH_RUNNER,
     MATERIALIZE_OPTION_CLASSES,
     MaterializeOptions,
-    OnlineStoreOptions,
     OptionsError,
     PreprocessOptions,
-    duration_seconds,
+    create_online_store_if_missing,
     event_time_flag,
     online_store_table,
     pin_local_runner,
@@ -187,15 +188,6 @@ def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, RunInput
     return options, spec, inputs
 
 
-def ensure_store(options: PipelineOptions, spec: DatasetSpec) -> None:
-    """Creates the table (and its column family) with --create_table if_missing."""
-    from transforms.online_store import ensure_table
-
-    flags = options.view_as(OnlineStoreOptions)
-    if flags.create_table == "if_missing":
-        ensure_table(online_store_table(options), spec, duration_seconds(flags.online_retention))
-
-
 def run(argv: Sequence[str] | None = None) -> int:
     """Runs the materialization; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -213,7 +205,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     def materialize(stop_state: StopState) -> int:
         started = time.time()
-        ensure_store(options, spec)
+        create_online_store_if_missing(options, spec)
         with beam.Pipeline(options=options) as p:
             build_pipeline(p, options, spec, inputs)
         result = p.result

@@ -74,26 +74,32 @@ class DatasetOptions(PipelineOptions):
         )
 
 
+def add_input_flags(parser) -> None:
+    """--input and --query: PreprocessOptions' flags, which pipeline.materialize
+    reads too (see InputOverrideHelp)."""
+    parser.add_argument(
+        "--input",
+        type=str,
+        action="append",
+        default=None,
+        help="CSV file or glob, local or on any Beam filesystem (gs://...); plain or "
+        ".gz. Repeat the flag for several patterns. Or one BigQuery table, "
+        "bq://project.dataset.table.",
+    )
+    parser.add_argument(
+        "--query",
+        type=str,
+        default=None,
+        help="A standard-SQL BigQuery query whose rows are the input (instead of --input).",
+    )
+
+
 class PreprocessOptions(PipelineOptions):
     """Inputs and policies of the batch preprocessing job."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument(
-            "--input",
-            type=str,
-            action="append",
-            default=None,
-            help="CSV file or glob, local or on any Beam filesystem (gs://...); plain or "
-            ".gz. Repeat the flag for several patterns. Or one BigQuery table, "
-            "bq://project.dataset.table.",
-        )
-        parser.add_argument(
-            "--query",
-            type=str,
-            default=None,
-            help="A standard-SQL BigQuery query whose rows are the input (instead of --input).",
-        )
+        add_input_flags(parser)
         parser.add_argument(
             "--max_bad_fraction",
             type=float,
@@ -345,6 +351,19 @@ def online_store_table(options: PipelineOptions):
     return StoreTable(store.bigtable_project, store.bigtable_instance, store.bigtable_table)
 
 
+def create_online_store_if_missing(options: PipelineOptions, spec) -> None:
+    """Creates the table (and column family) of the store the --bigtable_*
+    flags name, when there is one and --create_table is if_missing. Commands
+    call it before their pipeline starts, never while building it (a dry run
+    or a test's pipeline must not create tables)."""
+    from transforms.online_store import ensure_table
+
+    store = online_store_table(options)
+    flags = options.view_as(OnlineStoreOptions)
+    if store is not None and flags.create_table == "if_missing":
+        ensure_table(store, spec, duration_seconds(flags.online_retention))
+
+
 def online_store_problems(options: PipelineOptions, required: bool) -> list[str]:
     """Problems with the --bigtable_* flags; `required`: the command needs a store."""
     store = options.view_as(OnlineStoreOptions)
@@ -460,17 +479,7 @@ class InputOverrideHelp:
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument(
-            "--input",
-            type=str,
-            action="append",
-            default=None,
-            help="CSV file or glob (repeatable), or bq://project.dataset.table, to read instead "
-            "of the run's recorded inputs.",
-        )
-        parser.add_argument(
-            "--query", type=str, default=None, help="A standard-SQL BigQuery query to read instead."
-        )
+        add_input_flags(parser)
 
 
 def event_time_flag(flag: str, value: str | None) -> int | None:

@@ -61,10 +61,10 @@ from pipeline.options import (
     LOCAL_STREAMING_RUNNER,
     STREAM_OPTION_CLASSES,
     DatasetOptions,
-    OnlineStoreOptions,
     OptionsError,
     StreamOptions,
     WorkaroundOptions,
+    create_online_store_if_missing,
     duration_seconds,
     online_store_table,
     pin_local_runner,
@@ -292,18 +292,6 @@ def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict]:
     return options, spec, manifest
 
 
-def ensure_online_store(options: PipelineOptions, spec: DatasetSpec) -> None:
-    """Creates the online store's table (and column family) when the flags name
-    one and --create_table is if_missing; before the job starts, so that the
-    first window that closes has a table to write to."""
-    from transforms.online_store import ensure_table
-
-    store = online_store_table(options)
-    flags = options.view_as(OnlineStoreOptions)
-    if store is not None and flags.create_table == "if_missing":
-        ensure_table(store, spec, duration_seconds(flags.online_retention))
-
-
 def write_start_record(options: PipelineOptions, spec: DatasetSpec, manifest: dict) -> None:
     out = StreamLayout(options.view_as(DatasetOptions).output_dir)
     manifest_io.write_json(
@@ -360,7 +348,8 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     def stream(stop_state: StopState) -> int:
         write_start_record(options, spec, manifest)
-        ensure_online_store(options, spec)
+        # Before the first window closes and writes.
+        create_online_store_if_missing(options, spec)
         with run_log(run_log_path(options.view_as(DatasetOptions).output_dir, new_run_id())):
             pipeline = beam.Pipeline(options=options)
             build_pipeline(pipeline, options, spec)

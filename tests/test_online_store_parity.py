@@ -113,6 +113,7 @@ def run_stream(spec_path, transform_dir, output_dir, events, emulator, table: st
     from apache_beam.transforms.window import TimestampedValue
 
     from pipeline import stream
+    from pipeline.options import create_online_store_if_missing
     from schemas.spec import load_spec
 
     spec = load_spec(str(spec_path))
@@ -122,7 +123,7 @@ def run_stream(spec_path, transform_dir, output_dir, events, emulator, table: st
     options = PipelineOptions(argv)
     options.view_as(StandardOptions).streaming = True
     assert stream.validate_stream_options(options) == []
-    stream.ensure_online_store(options, spec)
+    create_online_store_if_missing(options, spec)
     generator = random.Random(2)
     ordered = sorted(events, key=lambda e: e["when"] + generator.uniform(0, LATENESS - 2))
     test_stream = TestStream().advance_watermark_to(START - 1)
