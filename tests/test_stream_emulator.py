@@ -11,6 +11,7 @@ import yaml
 from tests.stream_scenario import run_scenario, sample_rows
 from tests.support import ZONES_SPEC_DOCUMENT
 
+pytest_plugins = ["tests.bigtable_emulator"]
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
 
@@ -54,3 +55,21 @@ def test_live_events_through_the_emulator_match_batch(pubsub_emulator, zones_bat
     assert report["late_within_lateness"] > 0 and report["beyond_lateness"] > 0
     assert report["examples"] == report["admitted"] == report["published_examples"]
     assert report["features"]["rows"] == report["admitted"]
+
+
+def test_the_live_store_holds_what_materialize_writes(
+    pubsub_emulator, bigtable_emulator, zones_batch_run, tmp_path
+):
+    spec_path, transform_dir = zones_batch_run
+    report = run_scenario(
+        pubsub_emulator,
+        str(spec_path),
+        str(transform_dir),
+        str(tmp_path),
+        events=300,
+        lateness=30,
+        read_margin=12,
+        file_window=10,
+        store=bigtable_emulator,
+    )
+    assert not report["problems"], "\n".join(report["problems"])
