@@ -196,3 +196,15 @@ def test_materialize_help_names_its_flags(capsys):
     text = capsys.readouterr().out
     for flag in ("--run_dir", "--start", "--end", "--input", "--query", "--bigtable_table"):
         assert f"  {flag} " in text, flag
+
+
+def test_input_flags_override_the_recorded_inputs(tmp_path):
+    from pipeline.materialize import flag_inputs
+
+    csv_path = tmp_path / "other.csv"
+    csv_path.write_text("id,when,zone,x,y\na,2026-01-01 00:00:00,north,1,0\n")
+    assert flag_inputs(PipelineOptions([]), SPEC) is None
+    inputs = flag_inputs(PipelineOptions(["--input", str(csv_path)]), SPEC)
+    assert list(inputs.layouts) == [str(csv_path)] and inputs.bigquery is None
+    query = flag_inputs(PipelineOptions(["--query", "SELECT 1"]), SPEC)
+    assert query.bigquery.query == "SELECT 1" and not query.layouts
