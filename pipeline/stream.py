@@ -163,7 +163,7 @@ def build_pipeline(
         _publish_results(stream, examples, live.get("aggregates"))
     store = online_store_table(options)
     if store is not None:
-        _write_online_store(spec, store, live["values"])
+        _write_online_store(spec, store, live.get("values", {}))
 
 
 def _write_files(dataset, stream, out: StreamLayout, examples, rows) -> None:

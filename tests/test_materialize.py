@@ -208,3 +208,12 @@ def test_input_flags_override_the_recorded_inputs(tmp_path):
     assert list(inputs.layouts) == [str(csv_path)] and inputs.bigquery is None
     query = flag_inputs(PipelineOptions(["--query", "SELECT 1"]), SPEC)
     assert query.bigquery.query == "SELECT 1" and not query.layouts
+
+
+def test_stream_help_names_the_store_flags(capsys):
+    from pipeline import stream
+
+    assert stream.run(["--help"]) == 0
+    text = capsys.readouterr().out
+    for flag in ("--bigtable_project", "--bigtable_instance", "--bigtable_table", "--create_table"):
+        assert f"  {flag} " in text, flag
