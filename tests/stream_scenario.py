@@ -216,17 +216,20 @@ def run_scenario(
     seed: int = 5,
     log=print,
     store=None,
+    name_prefix: str = "",
 ) -> dict:
     """Runs the whole scenario; returns a report whose 'problems' list is empty on
     success. `store`, a running tests.bigtable_emulator.BigtableEmulator, turns
-    the stream's online store on (table STREAM_TABLE)."""
+    the stream's online store on (table STREAM_TABLE). `name_prefix` starts the
+    names of the topics and subscriptions, which must differ between the
+    scenarios run on one emulator."""
     from schemas.spec import load_spec
 
     spec = load_spec(spec_path)
-    topic = emulator.create_topic("events")
-    subscription = emulator.create_subscription("events-stream", topic)
-    output_topic = emulator.create_topic("features")
-    output_subscription = emulator.create_subscription("features-check", output_topic)
+    topic = emulator.create_topic(f"{name_prefix}events")
+    subscription = emulator.create_subscription(f"{name_prefix}events-stream", topic)
+    output_topic = emulator.create_topic(f"{name_prefix}features")
+    output_subscription = emulator.create_subscription(f"{name_prefix}features-check", output_topic)
     output_dir = os.path.join(work_dir, "stream")
     command = [
         sys.executable,

@@ -71,5 +71,6 @@ def test_the_live_store_holds_what_materialize_writes(
         read_margin=12,
         file_window=10,
         store=bigtable_emulator,
+        name_prefix="store-",
     )
     assert not report["problems"], "\n".join(report["problems"])
