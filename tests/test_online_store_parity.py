@@ -193,8 +193,9 @@ def test_start_and_end_keep_the_periods_holding_an_instant_between(
     assert min(stamps) == (START + 90) * 1_000_000 and max(stamps) == (START + 300) * 1_000_000
     assert bounded == expected_cells(spec, events, EventTimeBounds(start, end).period_range)
     # The same cells as the unbounded run has for those periods: values see rows before --start.
+    first, last = (START + 90) * 1_000_000, (START + 300) * 1_000_000
     assert bounded == {
         key: kept
         for key, row in cells.items()
-        if (kept := [(t, v) for t, v in row if (START + 90) * 1e6 <= t <= (START + 300) * 1e6])
+        if (kept := [(t, v) for t, v in row if first <= t <= last])
     }
