@@ -124,8 +124,7 @@ def time_stream_job(spec_path, transform_dir, output_dir, events, emulator) -> f
     spec = load_spec(spec_path)
     argv = ["--spec", spec_path, "--transform_dir", transform_dir, "--output_dir", output_dir]
     argv += ["--input_topic", "projects/bench/topics/events", "--allowed_lateness"]
-    argv += [f"{LATENESS}s", "--bigtable_project", emulator.project, "--bigtable_instance"]
-    argv += [emulator.instance, "--bigtable_table", JOB_TABLE]
+    argv += [f"{LATENESS}s", *emulator.store_flags(JOB_TABLE)]
     options = PipelineOptions(argv)
     options.view_as(StandardOptions).streaming = True
     problems = stream.validate_stream_options(options)

@@ -254,7 +254,7 @@ def run_scenario(
     ]
     env = dict(os.environ, PUBSUB_EMULATOR_HOST=emulator.host, TF_CPP_MIN_LOG_LEVEL="2")
     if store is not None:
-        command += store_flags(store, STREAM_TABLE)
+        command += store.store_flags(STREAM_TABLE)
         env.update(store.environment())
     log_path = os.path.join(work_dir, "stream.log")
     started = time.time()
@@ -327,17 +327,6 @@ STREAM_TABLE = "live"
 MATERIALIZED_TABLE = "materialized"
 
 
-def store_flags(store, table: str) -> list[str]:
-    return [
-        "--bigtable_project",
-        store.project,
-        "--bigtable_instance",
-        store.instance,
-        "--bigtable_table",
-        table,
-    ]
-
-
 def check_store(store, work_dir: str, end: int) -> list[str]:
     """The stream's cells of the periods before `end` against pipeline.materialize
     over the batch reference run (the admitted events) with --end `end`: the same
@@ -346,7 +335,7 @@ def check_store(store, work_dir: str, end: int) -> list[str]:
     from pipeline import materialize
 
     run_dir = os.path.join(work_dir, "batch_reference")
-    argv = ["--run_dir", run_dir, "--end", str(end), *store_flags(store, MATERIALIZED_TABLE)]
+    argv = ["--run_dir", run_dir, "--end", str(end), *store.store_flags(MATERIALIZED_TABLE)]
     if materialize.run([*argv, "--direct_num_workers", "1"]) != 0:
         return ["pipeline.materialize over the batch reference failed"]
     expected = store.read_all(MATERIALIZED_TABLE)

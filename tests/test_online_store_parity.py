@@ -70,21 +70,10 @@ def batch_run(tmp_path_factory):
     return spec_path, events, out
 
 
-def store_flags(emulator, table: str) -> list[str]:
-    return [
-        "--bigtable_project",
-        emulator.project,
-        "--bigtable_instance",
-        emulator.instance,
-        "--bigtable_table",
-        table,
-    ]
-
-
 def materialize(run_dir, emulator, table: str, *flags: str) -> int:
     from pipeline import materialize as command
 
-    argv = ["--run_dir", str(run_dir), *store_flags(emulator, table), *flags]
+    argv = ["--run_dir", str(run_dir), *emulator.store_flags(table), *flags]
     return command.run([*argv, "--direct_num_workers", "1"])
 
 
@@ -119,7 +108,7 @@ def run_stream(spec_path, transform_dir, output_dir, events, emulator, table: st
     spec = load_spec(str(spec_path))
     argv = ["--spec", str(spec_path), "--transform_dir", str(transform_dir), "--output_dir"]
     argv += [str(output_dir), "--input_topic", "projects/test/topics/events"]
-    argv += ["--allowed_lateness", f"{LATENESS}s", *store_flags(emulator, table)]
+    argv += ["--allowed_lateness", f"{LATENESS}s", *emulator.store_flags(table)]
     options = PipelineOptions(argv)
     options.view_as(StandardOptions).streaming = True
     assert stream.validate_stream_options(options) == []
