@@ -39,6 +39,7 @@ setuptools.setup(
         "console_scripts": [
             "beam-tft-preprocess = pipeline.preprocess:main",
             "beam-tft-stream = pipeline.stream:main",
+            "beam-tft-materialize = pipeline.materialize:main",
             "beam-tft-report = pipeline.report:main",
             "beam-tft-verify-skew = pipeline.verify_skew:main",
             "beam-tft-compare-runs = pipeline.compare_runs:main",

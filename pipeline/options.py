@@ -74,26 +74,32 @@ class DatasetOptions(PipelineOptions):
         )
 
 
+def add_input_flags(parser) -> None:
+    """--input and --query: PreprocessOptions' flags, which pipeline.materialize
+    reads too (see InputOverrideHelp)."""
+    parser.add_argument(
+        "--input",
+        type=str,
+        action="append",
+        default=None,
+        help="CSV file or glob, local or on any Beam filesystem (gs://...); plain or "
+        ".gz. Repeat the flag for several patterns. Or one BigQuery table, "
+        "bq://project.dataset.table.",
+    )
+    parser.add_argument(
+        "--query",
+        type=str,
+        default=None,
+        help="A standard-SQL BigQuery query whose rows are the input (instead of --input).",
+    )
+
+
 class PreprocessOptions(PipelineOptions):
     """Inputs and policies of the batch preprocessing job."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument(
-            "--input",
-            type=str,
-            action="append",
-            default=None,
-            help="CSV file or glob, local or on any Beam filesystem (gs://...); plain or "
-            ".gz. Repeat the flag for several patterns. Or one BigQuery table, "
-            "bq://project.dataset.table.",
-        )
-        parser.add_argument(
-            "--query",
-            type=str,
-            default=None,
-            help="A standard-SQL BigQuery query whose rows are the input (instead of --input).",
-        )
+        add_input_flags(parser)
         parser.add_argument(
             "--max_bad_fraction",
             type=float,
@@ -345,6 +351,19 @@ def online_store_table(options: PipelineOptions):
     return StoreTable(store.bigtable_project, store.bigtable_instance, store.bigtable_table)
 
 
+def create_online_store_if_missing(options: PipelineOptions, spec) -> None:
+    """Creates the table (and column family) of the store the --bigtable_*
+    flags name, when there is one and --create_table is if_missing. Commands
+    call it before their pipeline starts, never while building it (a dry run
+    or a test's pipeline must not create tables)."""
+    from transforms.online_store import ensure_table
+
+    store = online_store_table(options)
+    flags = options.view_as(OnlineStoreOptions)
+    if store is not None and flags.create_table == "if_missing":
+        ensure_table(store, spec, duration_seconds(flags.online_retention))
+
+
 def online_store_problems(options: PipelineOptions, required: bool) -> list[str]:
     """Problems with the --bigtable_* flags; `required`: the command needs a store."""
     store = options.view_as(OnlineStoreOptions)
@@ -419,8 +438,88 @@ def validate_stream_options(options: PipelineOptions) -> list[str]:
         problems.append(f"--num_shards must be >= 0, got {dataset.num_shards}")
     if stream.transform_batch_size < 1:
         problems.append(f"--transform_batch_size must be >= 1, got {stream.transform_batch_size}")
+    problems += online_store_problems(options, required=False)
     problems += log_level_problems(options)
     return problems + dry_run_problems(options)
+
+
+class MaterializeOptions(PipelineOptions):
+    """What pipeline.materialize loads into the online store, and from which run."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--run_dir",
+            type=str,
+            default=None,
+            help="Output directory of a complete pipeline.preprocess run: its spec.json gives "
+            "the aggregates, its manifest.json the inputs to read again.",
+        )
+        parser.add_argument(
+            "--start",
+            type=str,
+            default=None,
+            help="Write only periods that end after this event time (ISO 8601, UTC unless it "
+            "has an offset, or epoch seconds); the values still see the rows before it.",
+        )
+        parser.add_argument(
+            "--end",
+            type=str,
+            default=None,
+            help="Write only periods that start before this event time (as --start).",
+        )
+
+
+class InputOverrideHelp:
+    """Input (default: the inputs that the run's manifest records)
+
+    Not a PipelineOptions class: the flags are PreprocessOptions' --input and
+    --query, listed again in pipeline.materialize --help (Beam parses a flag
+    of one name once)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        add_input_flags(parser)
+
+
+def event_time_flag(flag: str, value: str | None) -> int | None:
+    """Seconds since the epoch of an event-time flag (ISO 8601, UTC without an
+    offset, or epoch seconds); raises ValueError naming the flag."""
+    import datetime
+
+    from transforms.validation import parse_timestamp_text
+
+    if value is None:
+        return None
+    seconds = parse_timestamp_text(str(value).strip(), datetime.UTC)
+    if seconds is None:
+        raise ValueError(f"{flag} {value!r} is not a timestamp (ISO 8601 or epoch seconds)")
+    return seconds
+
+
+def validate_materialize_options(options: PipelineOptions) -> list[str]:
+    """Every problem with pipeline.materialize's flags, as messages."""
+    materialize = options.view_as(MaterializeOptions)
+    preprocess = options.view_as(PreprocessOptions)
+    problems = [] if materialize.run_dir else ["--run_dir is required"]
+    bounds = {}
+    for flag, value in (("--start", materialize.start), ("--end", materialize.end)):
+        try:
+            bounds[flag] = event_time_flag(flag, value)
+        except ValueError as error:
+            problems.append(str(error))
+    start, end = bounds.get("--start"), bounds.get("--end")
+    if start is not None and end is not None and end <= start:
+        problems.append("--end must be later than --start")
+    if preprocess.input and preprocess.query:
+        problems.append("give either --input or --query, not both")
+    if preprocess.parse_batch_size < 1:
+        problems.append(f"--parse_batch_size must be >= 1, got {preprocess.parse_batch_size}")
+    if options.view_as(StandardOptions).streaming:
+        problems.append("pipeline.materialize is a batch job; --streaming is not supported here")
+    problems += online_store_problems(options, required=True)
+    problems += log_level_problems(options)
+    return problems + job_server_problems(options)
 
 
 class LoggingOptions(PipelineOptions):
@@ -475,7 +574,19 @@ BEAM_OPTIONS_URL = (
     "https://beam.apache.org/releases/pydoc/{version}/apache_beam.options.pipeline_options.html"
 )
 BATCH_OPTION_CLASSES = (DatasetOptions, PreprocessOptions, LoggingOptions, WorkaroundOptions)
-STREAM_OPTION_CLASSES = (DatasetOptions, StreamOptions, LoggingOptions, WorkaroundOptions)
+STREAM_OPTION_CLASSES = (
+    DatasetOptions,
+    StreamOptions,
+    OnlineStoreOptions,
+    LoggingOptions,
+    WorkaroundOptions,
+)
+MATERIALIZE_OPTION_CLASSES = (
+    MaterializeOptions,
+    InputOverrideHelp,
+    OnlineStoreOptions,
+    LoggingOptions,
+)
 
 
 def help_requested(argv: Sequence[str]) -> bool:

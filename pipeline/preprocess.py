@@ -79,7 +79,15 @@ from transforms.statistics import ComputeStatistics, spec_statistics_columns
 from transforms.tfrecords import WriteTFRecordBatches
 from transforms.validation import FixedSizeBatches, ValidateInput, dead_letter_to_json, rows_schema
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_pipeline", "run"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_pipeline",
+    "read_and_validate",
+    "run",
+]
 
 
 def build_pipeline(
@@ -110,7 +118,16 @@ def build_pipeline(
         tft_temp_dir = tempfile.mkdtemp(prefix="dry_run_tft_")
 
     adapter = _adapter_of(options, spec, layouts, records)
-    parsed = _read_and_validate(p, options, spec, adapter, lines, records)
+    preprocess = options.view_as(PreprocessOptions)
+    parsed = read_and_validate(
+        p,
+        spec,
+        adapter,
+        BigQuerySource.from_flags(preprocess.input, preprocess.query),
+        preprocess.parse_batch_size,
+        lines,
+        records,
+    )
     valid = parsed.valid
     if spec.derives_record_key and isinstance(adapter, BigQueryRows):
         # A table's rows have no file offset: identical rows share a content hash.
@@ -138,25 +155,30 @@ def build_pipeline(
         )
 
 
-def _read_and_validate(p, options, spec, adapter, lines, records):
-    """The input, from CSV files or BigQuery (or the test's PCollection), as the
-    outputs of ValidateInput: valid batches, dead letters and counts."""
-    preprocess = options.view_as(PreprocessOptions)
+def read_and_validate(
+    p: beam.Pipeline,
+    spec: DatasetSpec,
+    adapter,
+    bigquery: BigQuerySource | None,
+    batch_size: int,
+    lines: beam.PCollection | None = None,
+    records: beam.PCollection | None = None,
+):
+    """The input, from CSV files (`adapter`'s layouts) or `bigquery` (or the
+    test's PCollection), as the outputs of ValidateInput: valid batches, dead
+    letters and counts. pipeline.materialize reads a run's inputs again with it."""
     if isinstance(adapter, BigQueryRows):
         if records is None:
-            bigquery = BigQuerySource.from_flags(preprocess.input, preprocess.query)
             records = p | "ReadBigQuery" >> bigquery.read_transform()
-        batches = records | "BatchRows" >> FixedSizeBatches(preprocess.parse_batch_size)
+        batches = records | "BatchRows" >> FixedSizeBatches(batch_size)
     else:
         if lines is None:
             files = [(layout.path, layout.size_bytes) for layout in adapter.layouts.values()]
             batches = p | "ReadCsv" >> ReadCsvLineBatches(
-                files,
-                batch_lines=preprocess.parse_batch_size,
-                quoted_newlines=spec.csv.allow_quoted_newlines,
+                files, batch_lines=batch_size, quoted_newlines=spec.csv.allow_quoted_newlines
             )
         else:
-            batches = lines | "BatchLines" >> FixedSizeBatches(preprocess.parse_batch_size)
+            batches = lines | "BatchLines" >> FixedSizeBatches(batch_size)
     return batches | "ValidateRows" >> ValidateInput(spec, adapter)
 
 

@@ -4,7 +4,8 @@ transform graph of a batch run -> windowed TFRecords (and Pub/Sub).
     python -m pipeline.stream --spec schemas/taxi.yaml --transform_dir BATCH_OUT \\
         --input_subscription projects/P/subscriptions/S --output_dir STREAM_OUT \\
         [--output_topic projects/P/topics/T] [--dead_letter_topic projects/P/topics/D] \\
-        [--allowed_lateness 2min] [--write_raw_features] --streaming [Beam options]
+        [--allowed_lateness 2min] [--write_raw_features] \\
+        [--bigtable_project P --bigtable_instance I --bigtable_table T] --streaming [Beam options]
 
 Writes STREAM_OUT/examples/part-<window start>-<window end>-<shard>-of-<n>.tfrecord.gz
 (transformed tf.train.Examples with the record key), STREAM_OUT/dead_letter/*.jsonl
@@ -12,6 +13,17 @@ Writes STREAM_OUT/examples/part-<window start>-<window end>-<shard>-of-<n>.tfrec
 with their aggregates, with --write_raw_features) and, at start,
 STREAM_OUT/stream.json (spec hash, transform_fn fingerprint, flags). See
 transforms/admission.py for the event-time model.
+
+With --bigtable_project/--bigtable_instance/--bigtable_table, every final
+value of every aggregate is also written to that online store
+(transforms/online_store.py: one row per aggregate and entity, one cell per
+period stamped with the period's start qP): the value for the rows of period q
+over the window [qP - W, qP), written when the trailing window closes at
+event time qP + L (L = --allowed_lateness), at the same moment it is
+published to --output_topic. Every period whose trailing window of the
+group's longest aggregate holds a row gets a cell for each aggregate of the
+group. With --create_table if_missing (the default) the table is created
+first. `python -m pipeline.materialize` writes the same cells from a batch run.
 
 A local run (DirectRunner) runs until Ctrl-C or SIGTERM; on Dataflow the command
 returns once the job is submitted. Exit codes: 0 success, 1 failed run, 2 bad
@@ -52,13 +64,16 @@ from pipeline.options import (
     OptionsError,
     StreamOptions,
     WorkaroundOptions,
+    create_online_store_if_missing,
     duration_seconds,
+    online_store_table,
     pin_local_runner,
     unknown_flags,
     validate_stream_options,
 )
 from schemas.spec import DatasetSpec, SpecError, load_spec
 from transforms.admission import AdmitOnTime
+from transforms.aggregates import group_aggregates
 from transforms.live_aggregates import JoinLiveAggregates
 from transforms.messages import (
     BatchMessages,
@@ -105,7 +120,9 @@ def build_pipeline(
     """Wires the whole streaming job into `p`.
 
     `messages`, when given, replaces reading Pub/Sub: a PCollection of
-    PubsubMessage (tests use TestStream here).
+    PubsubMessage (tests use TestStream here). With an online store named by
+    the --bigtable_* flags, each group's final window values go there too; the
+    table must exist (`run` creates it first with --create_table if_missing).
     """
     dataset = options.view_as(DatasetOptions)
     stream = options.view_as(StreamOptions)
@@ -144,6 +161,9 @@ def build_pipeline(
     _write_dead_letters(stream, out, dead_letters)
     if stream.output_topic:
         _publish_results(stream, examples, live.get("aggregates"))
+    store = online_store_table(options)
+    if store is not None:
+        _write_online_store(spec, store, live.get("values", {}))
 
 
 def _write_files(dataset, stream, out: StreamLayout, examples, rows) -> None:
@@ -218,6 +238,17 @@ def _publish_results(stream, examples, aggregates) -> None:
     )
 
 
+def _write_online_store(spec: DatasetSpec, store, group_values: dict) -> None:
+    """Each group's window values, (entity, (q, values)) as their trailing window
+    closes, to the online store: one cell per aggregate, stamped qP."""
+    from transforms.online_store import WriteGroupValues
+
+    for group in group_aggregates(spec):
+        _ = group_values[group.label] | f"WriteOnlineStore[{group.label}]" >> WriteGroupValues(
+            group, store
+        )
+
+
 def check_transform_dir(transform_dir: str, spec: DatasetSpec) -> dict:
     """The batch run's manifest; refuses a directory that is not a complete run of
     this very spec (another spec would mean training/serving skew)."""
@@ -252,6 +283,11 @@ def prepare(argv: Sequence[str]) -> tuple[PipelineOptions, DatasetSpec, dict]:
     if problems:
         raise OptionsError("; ".join(problems))
     spec = load_spec(options.view_as(DatasetOptions).spec)
+    if online_store_table(options) is not None and not spec.aggregates:
+        raise OptionsError(
+            f"--bigtable_table names an online store, but spec '{spec.name}' has no "
+            "aggregates to write there"
+        )
     manifest = check_transform_dir(options.view_as(StreamOptions).transform_dir, spec)
     return options, spec, manifest
 
@@ -312,6 +348,8 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     def stream(stop_state: StopState) -> int:
         write_start_record(options, spec, manifest)
+        # Before the first window closes and writes.
+        create_online_store_if_missing(options, spec)
         with run_log(run_log_path(options.view_as(DatasetOptions).output_dir, new_run_id())):
             pipeline = beam.Pipeline(options=options)
             build_pipeline(pipeline, options, spec)

@@ -61,6 +61,52 @@ def reference_values(table: pa.Table, timestamp_column: str, aggregate: dict) ->
     return result
 
 
+def stream_periods_reference(row_periods, n: int, low=None, high=None) -> list[int]:
+    """Every period q with a row period p in [q - n, q - 1] (the streaming job's
+    trailing windows of n periods that hold a row), within [low, high)."""
+    emitted = {q for p in row_periods for q in range(p + 1, p + n + 1)}
+    return sorted(q for q in emitted if (low is None or q >= low) and (high is None or q < high))
+
+
+def stream_values_reference(
+    rows: list[dict], timestamp_column: str, group, period_range=(None, None)
+):
+    """[(entity, (q, {aggregate: value}))] that the streaming job emits for one
+    aggregate group (transforms.aggregates.AggregateGroup) over row dicts:
+    every period q of `stream_periods_reference` with each aggregate over the
+    entity's rows in [qP - W, qP), from the definition (None is missing)."""
+    import math
+
+    period = group.period_seconds
+    by_entity: dict[tuple, list[dict]] = {}
+    for row in rows:
+        by_entity.setdefault(tuple(row[k] for k in group.key_columns), []).append(row)
+    result = []
+    for entity in sorted(by_entity):
+        mine = by_entity[entity]
+        row_periods = sorted({r[timestamp_column] // period for r in mine})
+        for q in stream_periods_reference(row_periods, group.max_window_periods, *period_range):
+            values = {}
+            for aggregate in group.aggregates:
+                since = q * period - aggregate.window_seconds
+                inside = [r for r in mine if since <= r[timestamp_column] < q * period]
+                agg = aggregate.agg.value
+                if agg == "count":
+                    values[aggregate.name] = len(inside) or int(aggregate.default)
+                    continue
+                present = [r[aggregate.value] for r in inside if r[aggregate.value] is not None]
+                if not present:
+                    values[aggregate.name] = float(aggregate.default)
+                elif agg == "sum":
+                    values[aggregate.name] = math.fsum(present)
+                elif agg == "mean":
+                    values[aggregate.name] = math.fsum(present) / len(present)
+                else:
+                    values[aggregate.name] = float(min(present) if agg == "min" else max(present))
+            result.append((entity, (q, values)))
+    return result
+
+
 def mismatches(output_dir: str) -> dict[str, int]:
     with open(os.path.join(output_dir, "manifest.json")) as handle:
         manifest = json.load(handle)

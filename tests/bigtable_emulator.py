@@ -90,6 +90,17 @@ class BigtableEmulator:
         """os.environ plus the variable that sends a child's clients here."""
         return {**os.environ, EMULATOR_HOST_VARIABLE: self.host}
 
+    def store_flags(self, table: str) -> list[str]:
+        """The --bigtable_* flags that name `table` of this emulator as the online store."""
+        return [
+            "--bigtable_project",
+            self.project,
+            "--bigtable_instance",
+            self.instance,
+            "--bigtable_table",
+            table,
+        ]
+
     def data_table(self, table: str):
         """A google.cloud.bigtable.data table of the emulator (a sync client)."""
         from google.cloud.bigtable.data import BigtableDataClient

@@ -16,7 +16,10 @@ closed, stops the pipeline with SIGTERM and checks:
 - a batch run (pipeline.preprocess) over the admitted events gives the same
   aggregate values for every key, and the batch run's rows through the
   transform graph give the same transformed features as the stream wrote;
-- the output topic carried one example per admitted key and the aggregates.
+- the output topic carried one example per admitted key and the aggregates;
+- with an online store (`run_scenario(..., store=BigtableEmulator)`), the
+  stream's cells of every period before the last admission window's end are
+  the cells `pipeline.materialize` writes from that batch run.
 
 The DirectRunner's Pub/Sub watermark is the wall clock, so which events are
 late depends on when the pipeline reads them; the plan leaves a safety margin
@@ -38,7 +41,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 
 from tests.support import poll, wait_for
 
@@ -213,22 +215,24 @@ def run_scenario(
     file_window: int,
     seed: int = 5,
     log=print,
-    stream_args: Sequence[str] = (),
-    environment: dict[str, str] | None = None,
+    store=None,
+    name_prefix: str = "",
 ) -> dict:
     """Runs the whole scenario; returns a report whose 'problems' list is empty on
-    success. `stream_args` go to pipeline.stream after the scenario's own flags,
-    and `environment` adds variables to its environment (an online store's
-    emulator, say). The report's 'batch_rows' are the batch reference's rows of
-    the admitted events, with their aggregates, and 'late_keys' the keys of the
-    events that arrived after their window closed but within the lateness."""
+    success. `store`, a running tests.bigtable_emulator.BigtableEmulator, turns
+    the stream's online store on (table STREAM_TABLE). `name_prefix` starts the
+    names of the topics and subscriptions, which must differ between the
+    scenarios run on one emulator. The report's 'batch_rows' are the batch
+    reference's rows of the admitted events, with their aggregates, and
+    'late_keys' the keys of the events that arrived after their window closed
+    but within the lateness."""
     from schemas.spec import load_spec
 
     spec = load_spec(spec_path)
-    topic = emulator.create_topic("events")
-    subscription = emulator.create_subscription("events-stream", topic)
-    output_topic = emulator.create_topic("features")
-    output_subscription = emulator.create_subscription("features-check", output_topic)
+    topic = emulator.create_topic(f"{name_prefix}events")
+    subscription = emulator.create_subscription(f"{name_prefix}events-stream", topic)
+    output_topic = emulator.create_topic(f"{name_prefix}features")
+    output_subscription = emulator.create_subscription(f"{name_prefix}features-check", output_topic)
     output_dir = os.path.join(work_dir, "stream")
     command = [
         sys.executable,
@@ -250,11 +254,12 @@ def run_scenario(
         f"{file_window}s",
         "--write_raw_features",
         "--streaming",
-        *stream_args,
     ]
-    log_path = os.path.join(work_dir, "stream.log")
     env = dict(os.environ, PUBSUB_EMULATOR_HOST=emulator.host, TF_CPP_MIN_LOG_LEVEL="2")
-    env.update(environment or {})
+    if store is not None:
+        command += store.store_flags(STREAM_TABLE)
+        env.update(store.environment())
+    log_path = os.path.join(work_dir, "stream.log")
     started = time.time()
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
@@ -312,12 +317,49 @@ def run_scenario(
     report = check(
         spec, spec_path, transform_dir, work_dir, output_dir, plan, emulator, output_subscription
     )
+    if store is not None:
+        report["problems"] += check_store(store, work_dir, plan.last_window_end)
     report["exit_code"] = exit_code
     report["late_keys"] = [row[spec.key_column] for row in plan.admitted[: plan.late_admitted]]
     report["wall_seconds"] = round(time.time() - started, 1)
     if exit_code != 0:
         report["problems"].append(f"pipeline.stream exited {exit_code}; see {log_path}")
     return report
+
+
+STREAM_TABLE = "live"
+MATERIALIZED_TABLE = "materialized"
+
+
+def check_store(store, work_dir: str, end: int) -> list[str]:
+    """The stream's cells of the periods before `end` against pipeline.materialize
+    over the batch reference run (the admitted events) with --end `end`: the same
+    row keys and timestamps, and the same values (floats to 1e-9: the two add
+    in different orders). Later periods' windows may not have closed yet."""
+    from pipeline import materialize
+
+    run_dir = os.path.join(work_dir, "batch_reference")
+    argv = ["--run_dir", run_dir, "--end", str(end), *store.store_flags(MATERIALIZED_TABLE)]
+    if materialize.run([*argv, "--direct_num_workers", "1"]) != 0:
+        return ["pipeline.materialize over the batch reference failed"]
+    expected = store.read_all(MATERIALIZED_TABLE)
+    live = {
+        key: kept
+        for key, cells in store.read_all(STREAM_TABLE).items()
+        if (kept := [(stamp, value) for stamp, value in cells if stamp < end * 1_000_000])
+    }
+    if not expected:
+        return ["materialize wrote no cells"]
+    if {k: [s for s, _ in c] for k, c in live.items()} != {
+        k: [s for s, _ in c] for k, c in expected.items()
+    }:
+        return [f"the stream wrote cells of {len(live)} rows, materialize of {len(expected)}"]
+    differing = sum(
+        not math.isclose(json.loads(got), json.loads(want), rel_tol=1e-9, abs_tol=1e-9)
+        for key, cells in expected.items()
+        for (_, want), (_, got) in zip(cells, live[key], strict=True)
+    )
+    return [f"{differing} stored values differ from materialize"] if differing else []
 
 
 def check(spec, spec_path, transform_dir, work_dir, output_dir, plan, emulator, subscription):

@@ -120,6 +120,7 @@ def test_sdist_installs_into_a_clean_virtualenv_and_imports_there(tmp_path):
 CONSOLE_COMMANDS = {
     "beam-tft-preprocess": "pipeline.preprocess:main",
     "beam-tft-stream": "pipeline.stream:main",
+    "beam-tft-materialize": "pipeline.materialize:main",
     "beam-tft-report": "pipeline.report:main",
     "beam-tft-verify-skew": "pipeline.verify_skew:main",
     "beam-tft-compare-runs": "pipeline.compare_runs:main",

@@ -255,7 +255,7 @@ class EntityBlocks:
         return cls(periods, segments)
 
 
-class _BlockStatsDoFn(beam.DoFn):
+class BlockStatsDoFn(beam.DoFn):
     """RecordBatch -> ((entity, block), PeriodStats) of its rows, per (entity, block).
 
     The stats of periods in the last W of a block also go to the next block,
@@ -416,7 +416,7 @@ class BlockWindowValues(beam.PTransform):
     def expand(self, batches):
         return (
             batches
-            | "BlockStats" >> beam.ParDo(_BlockStatsDoFn(self._group, self._timestamp_column))
+            | "BlockStats" >> beam.ParDo(BlockStatsDoFn(self._group, self._timestamp_column))
             | "MergePeriodStats" >> beam.CombinePerKey(MergePeriodStats())
             | "WindowValues" >> beam.Map(_block_window_values, self._group)
         )

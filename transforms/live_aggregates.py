@@ -193,7 +193,10 @@ class JoinLiveAggregates(beam.PTransform):
     with 'rows' (the rows with one more key per aggregate, in admission windows)
     and, when the spec has aggregates, 'aggregates' (one dict per entity and
     period with data in its trailing window: group, entity, period_start,
-    period_end, values; see `aggregate_record`).
+    period_end, values; see `aggregate_record`) and 'values' ({group label:
+    PCollection[(entity tuple, (q, {aggregate name: value}))]}, the same values
+    per aggregate group, in the trailing SlidingWindows that close at qP + L,
+    which transforms.online_store.WriteGroupValues writes).
     """
 
     def __init__(self, spec: DatasetSpec, allowed_lateness: int):
@@ -206,15 +209,17 @@ class JoinLiveAggregates(beam.PTransform):
         rows = rows | "JoinWindows" >> beam.WindowInto(
             window.FixedWindows(admission, offset=self._lateness % admission)
         )
-        published = []
+        published, group_values = [], {}
         for group in group_aggregates(self._spec):
             rows, values = rows | f"Aggregate[{group.label}]" >> _JoinAggregateGroup(
                 group, self._spec.timestamp_column, admission, self._lateness
             )
+            group_values[group.label] = values
             published.append(
                 values | f"AggregateRecords[{group.label}]" >> beam.Map(aggregate_record, group)
             )
         result = {"rows": rows}
         if published:
             result["aggregates"] = published | "FlattenAggregates" >> beam.Flatten()
+            result["values"] = group_values
         return result

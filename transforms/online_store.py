@@ -130,9 +130,25 @@ def ensure_table(store: StoreTable, spec: DatasetSpec, retention_seconds: int) -
         table.column_family(FAMILY, gc_rule=rule).create()
 
 
+class _GroupCellsDoFn(beam.DoFn):
+    """`group_cells`, counting the cells (counter online_store/cells)."""
+
+    def __init__(self, group: AggregateGroup):
+        from apache_beam.metrics import Metrics
+
+        self._group = group
+        self._cells = Metrics.counter("online_store", "cells")
+
+    def process(self, element) -> Iterable[Cell]:
+        cells = group_cells(element, self._group)
+        self._cells.inc(len(cells))
+        yield from cells
+
+
 class WriteGroupValues(beam.PTransform):
     """Window values of one aggregate group, (entity, (q, {aggregate: value})),
-    -> their cells in the online store, through Beam's Bigtable connector."""
+    -> their cells in the online store, through Beam's Bigtable connector.
+    Counter online_store/cells: the cells handed to the connector."""
 
     def __init__(self, group: AggregateGroup, store: StoreTable):
         super().__init__()
@@ -144,7 +160,7 @@ class WriteGroupValues(beam.PTransform):
 
         return (
             values
-            | "Cells" >> beam.FlatMap(group_cells, self._group)
+            | "Cells" >> beam.ParDo(_GroupCellsDoFn(self._group))
             | "Mutations" >> beam.Map(direct_row)
             | "WriteToBigtable"
             >> WriteToBigTable(self._store.project, self._store.instance, self._store.table)
