@@ -6,6 +6,8 @@
 # Add --log_level INFO to see TensorFlow's and Beam's messages too.
 #   ./run_local.sh [extra pipeline.preprocess flags]
 #   ./run_local.sh train [extra pipeline.preprocess flags]   # then train and predict
+#   ./run_local.sh serve    # after train: the online store on the Bigtable emulator,
+#                           # materialized from the run, and serving.service on PORT
 # Environment: ROWS (default 50000), DATA (default data/taxi.csv), OUTPUT (default
 # out/local); for train also MODEL_DIR (default out/model) and TRAIN_STEPS (default 2000).
 set -euo pipefail
@@ -13,13 +15,42 @@ cd "$(dirname "$0")"
 source scripts/bootstrap.sh
 
 mode=preprocess
-if [ "${1:-}" = train ]; then
-  mode=train
+if [ "${1:-}" = train ] || [ "${1:-}" = serve ]; then
+  mode=$1
   shift
 fi
 ROWS="${ROWS:-50000}"
 DATA="${DATA:-data/taxi.csv}"
 OUTPUT="${OUTPUT:-out/local}"
+MODEL_DIR="${MODEL_DIR:-out/model}"
+
+if [ "$mode" = serve ]; then
+  # The store: BIGTABLE_EMULATOR_HOST when set (an emulator or proxy already
+  # running), else a Bigtable emulator started here and stopped on exit.
+  if [ ! -d "$MODEL_DIR/export" ]; then
+    echo "error: $MODEL_DIR/export does not exist; run ./run_local.sh train first" >&2
+    exit 2
+  fi
+  if [ -z "${BIGTABLE_EMULATOR_HOST:-}" ]; then
+    EMULATOR=/usr/lib/google-cloud-sdk/platform/bigtable-emulator/cbtemulator
+    if [ ! -x "$EMULATOR" ]; then
+      echo "error: no Bigtable emulator: apt-get install google-cloud-cli-bigtable-emulator," \
+        "or set BIGTABLE_EMULATOR_HOST" >&2
+      exit 2
+    fi
+    "$EMULATOR" -host 127.0.0.1 -port "${EMULATOR_PORT:-8086}" > "$OUTPUT/_logs/cbtemulator.log" 2>&1 &
+    emulator_pid=$!
+    trap 'kill "$emulator_pid" 2>/dev/null' EXIT
+    export BIGTABLE_EMULATOR_HOST="127.0.0.1:${EMULATOR_PORT:-8086}"
+  fi
+  export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+  store=(--bigtable_project local --bigtable_instance local --bigtable_table aggregates)
+  mkdir -p "$OUTPUT/_logs"
+  python -m pipeline.materialize --run_dir "$OUTPUT" "${store[@]}"
+  echo "serving $MODEL_DIR on http://127.0.0.1:${PORT:-8501}/v1/models/taxi:predict (Ctrl-C stops)"
+  python -m serving.service --model_dir "$MODEL_DIR" "${store[@]}" --port "${PORT:-8501}"
+  exit 0
+fi
 if [ ! -f "$DATA" ]; then
   mkdir -p "$(dirname "$DATA")"
   python -m pipeline.sample_data --rows "$ROWS" --output "$DATA"
@@ -35,7 +66,6 @@ python -m pipeline.preprocess \
   "$@"
 [ "$mode" = train ] || exit 0
 
-MODEL_DIR="${MODEL_DIR:-out/model}"
 mkdir -p "$MODEL_DIR"
 LOG="$MODEL_DIR/train.log"
 : > "$LOG"

@@ -26,12 +26,20 @@ import dataclasses
 import datetime
 import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
 
 from schemas.spec import Aggregate, DatasetSpec, Kind
 from transforms.aggregates import AggregateGroup
+
+# With BIGTABLE_EMULATOR_HOST set, google-cloud-bigtable warns "Connecting to
+# Bigtable emulator at ..." for every client, in every worker: expected there,
+# and noise on the console of each local run. Only that message is silenced.
+warnings.filterwarnings(
+    "ignore", message="Connecting to Bigtable emulator", category=RuntimeWarning
+)
 
 FAMILY = "aggregates"
 QUALIFIER = b"value"
