@@ -222,17 +222,18 @@ class Predictor:
             retry = {"Retry-After": str(not_final.retry_after_seconds)}
             message = f"{not_final}; retry in {not_final.retry_after_seconds} s"
             raise Refused(503, message, retry) from None
-        cells = {start: self.read(keys, start) for start, keys in reads(plan).items()}
+        cells = self.read(reads(plan))
         return resolve(plan, self.aggregates, cells)
 
-    def read(self, keys: list[bytes], start: int) -> dict[bytes, bytes]:
+    def read(self, period_keys: dict[int, list[bytes]]) -> dict[int, dict[bytes, bytes]]:
         from google.api_core.exceptions import GoogleAPIError
+        from google.cloud.bigtable.data.exceptions import ShardedReadRowsExceptionGroup
 
-        from transforms.online_store import read_cells
+        from transforms.online_store import read_period_cells
 
         try:
-            return read_cells(self.data_table, keys, start)
-        except GoogleAPIError as error:
+            return read_period_cells(self.data_table, period_keys)
+        except (GoogleAPIError, ShardedReadRowsExceptionGroup) as error:
             raise Refused(503, f"the online store did not answer: {_first_line(error)}") from None
 
     def store_problem(self) -> str | None:

@@ -66,6 +66,11 @@ def test_written_cells_read_back_per_period_and_a_retry_overwrites(bigtable_emul
 
     table = bigtable_emulator.data_table("t1")
     keys = [b'n_60s#["north"]', b'n_60s#["south"]', b'n_60s#["east"]']
-    assert online_store.read_cells(table, keys, 70) == {keys[0]: b"3", keys[1]: b"1"}
-    assert online_store.read_cells(table, keys, 80) == {keys[0]: b"4"}
-    assert online_store.read_cells(table, keys, 90) == {}
+    assert online_store.read_period_cells(table, {70: keys}) == {70: {keys[0]: b"3", keys[1]: b"1"}}
+    # Several periods at once (concurrent queries); a key may be in several.
+    assert online_store.read_period_cells(table, {80: keys, 70: keys[:1], 90: keys}) == {
+        70: {keys[0]: b"3"},
+        80: {keys[0]: b"4"},
+        90: {},
+    }
+    assert online_store.read_period_cells(table, {}) == {}

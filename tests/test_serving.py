@@ -198,7 +198,7 @@ def test_a_period_not_final_yet_takes_the_newest_final_one(service, clock, expor
 
 
 class CountingTable:
-    """A data table that records the row keys of every read_rows call."""
+    """A data table that records the row keys of every query it is given."""
 
     def __init__(self, table):
         self.table = table
@@ -207,6 +207,10 @@ class CountingTable:
     def read_rows(self, query):
         self.reads.append(sorted(query.row_keys))
         return self.table.read_rows(query)
+
+    def read_rows_sharded(self, queries):
+        self.reads.extend(sorted(query.row_keys) for query in queries)
+        return self.table.read_rows_sharded(queries)
 
 
 def test_a_request_reads_the_store_once_per_period_start(model, data_table):

@@ -123,7 +123,7 @@ def test_online_serving_end_to_end_point_in_time(
     period's value, flagged."""
     from schemas.spec import load_spec
     from trainer.predict import predict_instances
-    from transforms.online_store import decode_value, read_cells, row_key
+    from transforms.online_store import decode_value, read_period_cells, row_key
 
     spec_path, transform_dir = zones_batch_run
     model_dir = zones_model
@@ -231,7 +231,7 @@ def test_online_serving_end_to_end_point_in_time(
             assert filled["period_start"] in {_iso(c) for c in candidates}, filled
             start = next(c for c in candidates if _iso(c) == filled["period_start"])
             key = row_key(aggregate.name, [entity[name] for name in aggregate.key])
-            cell = read_cells(table, [key], start)
+            cell = read_period_cells(table, {start: [key]})[start]
             want = decode_value(cell[key], aggregate) if cell else aggregate.default
             assert _close(filled["value"], want), (filled, want)
     finally:

@@ -27,7 +27,7 @@ import datetime
 import json
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import apache_beam as beam
 
@@ -175,18 +175,44 @@ class WriteGroupValues(beam.PTransform):
         )
 
 
-def read_cells(data_table, keys: Iterable[bytes], period_start: int) -> dict[bytes, bytes]:
-    """The cells of one period for `keys`, from a google.cloud.bigtable.data
-    table: {row key: value}; a key without a cell of that period is absent."""
+def read_period_cells(
+    data_table, reads: Mapping[int, Sequence[bytes]]
+) -> dict[int, dict[bytes, bytes]]:
+    """The cells of several periods, from a google.cloud.bigtable.data table:
+    {period start: {row key: value}} for `reads`, {period start: row keys}; a
+    key without a cell of that period is absent. One query per period start,
+    which Bigtable's filters can express (a timestamp range applies to every row
+    of a query); several run concurrently through the client's
+    read_rows_sharded, so a request's latency is not the sum of its periods'."""
     from google.cloud.bigtable.data import ReadRowsQuery, row_filters
 
-    start = period_timestamp(period_start)
-    only_that_period = row_filters.RowFilterChain(
-        [
-            row_filters.FamilyNameRegexFilter(FAMILY),
-            row_filters.TimestampRangeFilter(start, start + datetime.timedelta(milliseconds=1)),
-            row_filters.CellsColumnLimitFilter(1),
-        ]
+    starts = sorted(reads)
+    queries = []
+    for start in starts:
+        moment = period_timestamp(start)
+        only_that_period = row_filters.RowFilterChain(
+            [
+                row_filters.FamilyNameRegexFilter(FAMILY),
+                row_filters.TimestampRangeFilter(
+                    moment, moment + datetime.timedelta(milliseconds=1)
+                ),
+                row_filters.CellsColumnLimitFilter(1),
+            ]
+        )
+        queries.append(ReadRowsQuery(row_keys=list(reads[start]), row_filter=only_that_period))
+    found: dict[int, dict[bytes, bytes]] = {start: {} for start in starts}
+    if not queries:
+        return found
+    rows = (
+        data_table.read_rows_sharded(queries)
+        if len(queries) > 1
+        else data_table.read_rows(queries[0])
     )
-    query = ReadRowsQuery(row_keys=list(keys), row_filter=only_that_period)
-    return {row.row_key: row.cells[0].value for row in data_table.read_rows(query) if row.cells}
+    # Each query returns only the cells of its own period, so a cell's
+    # timestamp says which query, and so which period, it answers.
+    for row in rows:
+        for cell in row.cells:
+            start = cell.timestamp_micros // MICROS
+            if start in found:
+                found[start][row.row_key] = cell.value
+    return found
