@@ -27,9 +27,9 @@ What the service answers at wall-clock time `now`, per instance and aggregate:
     Retry-After: the seconds until the last such period of the request is final.
 
 Reads are grouped: `reads(plan)` gives one set of row keys per distinct period
-start, so a request costs one query per period start (run concurrently by
-transforms.online_store.read_period_cells), whatever the number of instances
-and aggregates.
+start, which transforms.online_store.read_period_cells reads in one query:
+one round trip per request, whatever the number of instances, periods and
+aggregates.
 
 Everything here is pure: `now` and the store's cells come in as arguments.
 """

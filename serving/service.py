@@ -227,13 +227,12 @@ class Predictor:
 
     def read(self, period_keys: dict[int, list[bytes]]) -> dict[int, dict[bytes, bytes]]:
         from google.api_core.exceptions import GoogleAPIError
-        from google.cloud.bigtable.data.exceptions import ShardedReadRowsExceptionGroup
 
         from transforms.online_store import read_period_cells
 
         try:
             return read_period_cells(self.data_table, period_keys)
-        except (GoogleAPIError, ShardedReadRowsExceptionGroup) as error:
+        except GoogleAPIError as error:
             raise Refused(503, f"the online store did not answer: {_first_line(error)}") from None
 
     def store_problem(self) -> str | None:
