@@ -75,7 +75,6 @@ WORKER_COUNTS = (10, 50, 200)
 SHUFFLE_PASSES = 2
 
 # Inputs of the shuffle estimate that come from the generated data and the code.
-KEY_BYTES = 14  # pipeline.sample_data's trip ids: '0009-000000001'
 CSV_BYTES_PER_ROW = 111  # the generated CSV: 55,391 bytes for 500 rows and the header
 PARSE_BATCH_ROWS = 4096  # --parse_batch_size's default: rows per batch of the read stage
 # Distinct values a bundle holds of a categorical column whose cardinality the
@@ -149,15 +148,15 @@ def encoded_bytes(element) -> int:
     return len(coders.registry.get_coder(object).encode(element))
 
 
-def measured_key_column_bytes(key_bytes: int, batch_rows: int) -> float:
-    """Encoded bytes per row of FindDuplicateKeys' (shard, Arrow array of keys)
-    elements, for a batch of distinct `key_bytes`-byte keys."""
-    import pyarrow as pa
+def measured_key_shard_bytes(batch_rows: int) -> float:
+    """Encoded bytes per row of FindDuplicateKeys' shuffled elements: the
+    (shard, key file path) pairs of one bundle's key file, every shard present,
+    over one read batch's rows (a bundle holds at least one batch, so an upper
+    bound). The keys themselves wait in that file, not in the shuffle."""
+    from transforms.record_keys import KEY_SHARDS
 
-    from transforms.record_keys import keys_by_shard
-
-    keys = pa.array([f"{index:0{key_bytes}d}" for index in range(batch_rows)])
-    return sum(encoded_bytes(element) for element in keys_by_shard(keys)) / batch_rows
+    path = "gs://bucket/run/_tft_temp/key_spill/keys-" + "0" * 32 + ".arrow"
+    return sum(encoded_bytes((shard, path)) for shard in range(KEY_SHARDS)) / batch_rows
 
 
 def measured_statistics_bytes(
@@ -207,15 +206,14 @@ def statistics_columns(spec) -> tuple[list, list]:
 
 def shuffle_components(
     spec,
-    key_bytes: int = KEY_BYTES,
-    key_column_bytes=measured_key_column_bytes,
+    key_shard_bytes=measured_key_shard_bytes,
     statistics_bytes=measured_statistics_bytes,
 ) -> list[ShuffleComponent]:
     """What the batch job's grouping steps move through the shuffle, per input row.
 
-    Measured, as Beam's default coder encodes them: FindDuplicateKeys' key
-    shards (a GroupByKey of every row's key, the one part sure to grow with the
-    rows) and the statistics accumulators (CombineGlobally: one partial per
+    Measured, as Beam's default coder encodes them: FindDuplicateKeys' (shard,
+    key file) pairs (the keys themselves go to files, a Cloud Storage cost) and
+    the statistics accumulators (CombineGlobally: one partial per
     bundle, taken at the smallest bundles this job's reads make, so an upper
     bound). Derived: the aggregates' period statistics (CombinePerKey) and
     window values (a side input), at one (entity, period) cell per row, also an
@@ -234,11 +232,10 @@ def shuffle_components(
     if not spec.derives_record_key:
         components.append(
             ShuffleComponent(
-                "FindDuplicateKeys: the key column",
-                key_column_bytes(key_bytes, PARSE_BATCH_ROWS),
-                f"measured: the encoded (shard, keys) elements of a {PARSE_BATCH_ROWS:,}-row "
-                f"batch of {key_bytes}-byte keys, over its rows",
-                grows_with_rows=True,
+                "FindDuplicateKeys: (shard, key file) pairs",
+                key_shard_bytes(PARSE_BATCH_ROWS),
+                "measured: the encoded (shard, path) pairs of one bundle's key file, over "
+                f"the rows of one {PARSE_BATCH_ROWS:,}-row batch (a bundle holds at least one)",
             )
         )
     for group in group_aggregates(spec):
@@ -389,8 +386,8 @@ def report(
         "with the rows whatever the runner does; the rest is per bundle or per (entity, "
         "period) cell, taken at its upper bound, and likely far smaller on Dataflow, whose "
         "bundles are larger than the local runner's. Cloud Storage traffic of "
-        "the spill files (the rows written and read once as Arrow IPC) is a Cloud Storage "
-        "charge and not counted.",
+        "the spill files (the rows, and the declared key column, written and read once "
+        "as Arrow IPC) is a Cloud Storage charge and not counted.",
         "",
         "Ignored: job start-up and worker VM boot (minutes, each run), the autoscaling "
         "ramp, skew on hot keys or uneven splits (the wall times assume perfect balance), "

@@ -131,7 +131,9 @@ def build_pipeline(
     valid = parsed.valid
     if spec.derives_record_key and isinstance(adapter, BigQueryRows):
         # A table's rows have no file offset: identical rows share a content hash.
-        valid = valid | "NumberIdenticalRecords" >> NumberIdenticalRecords(spec.record_key)
+        valid = valid | "NumberIdenticalRecords" >> NumberIdenticalRecords(
+            spec.record_key, FileSystems.join(tft_temp_dir, "content_key_spill")
+        )
     rows = valid | "JoinAggregates" >> JoinAggregates(
         spec, FileSystems.join(tft_temp_dir, "aggregate_spill")
     )
@@ -150,7 +152,8 @@ def build_pipeline(
         # A declared key is checked, not trusted: pipeline.finalize reports duplicates.
         _ = (
             parsed.valid
-            | "FindDuplicateKeys" >> FindDuplicateKeys(spec.record_key)
+            | "FindDuplicateKeys"
+            >> FindDuplicateKeys(spec.record_key, FileSystems.join(tft_temp_dir, "key_spill"))
             | "WriteDuplicateKeys" >> _WriteJson(duplicate_keys_path(out))
         )
 

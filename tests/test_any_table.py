@@ -225,7 +225,7 @@ def keyed_batch(keys: list[str], values: list[int]) -> pa.RecordBatch:
     )
 
 
-def test_identical_bigquery_rows_are_numbered_into_unique_stable_keys():
+def test_identical_bigquery_rows_are_numbered_into_unique_stable_keys(tmp_path):
     batches = [
         keyed_batch(["h1", "h2", "h3"], [1, 2, 3]),
         keyed_batch(["h2", "h4", "h2"], [2, 4, 2]),
@@ -235,7 +235,7 @@ def test_identical_bigquery_rows_are_numbered_into_unique_stable_keys():
         keys = (
             p
             | beam.Create(batches)
-            | NumberIdenticalRecords(RECORD_KEY)
+            | NumberIdenticalRecords(RECORD_KEY, str(tmp_path))
             | beam.FlatMap(lambda batch: batch.to_pylist())
             | beam.Map(lambda row: (row[RECORD_KEY], row["v"]))
         )
@@ -333,14 +333,14 @@ def test_repeated_keys_and_their_summary():
     assert summary == {"count": 2, "rows": 5, "examples": [{"key": "b", "rows": 3}]}
 
 
-def test_duplicate_declared_keys_are_found_over_all_batches():
+def test_duplicate_declared_keys_are_found_over_all_batches(tmp_path):
     batches = [
         pa.RecordBatch.from_pydict({"id": pa.array([1, 2, 3], pa.int64())}),
         pa.RecordBatch.from_pydict({"id": pa.array([3, 4, 5, 3], pa.int64())}),
         pa.RecordBatch.from_pydict({"id": pa.array([2], pa.int64())}),
     ]
     with test_pipeline() as p:
-        found = p | beam.Create(batches) | FindDuplicateKeys("id")
+        found = p | beam.Create(batches) | FindDuplicateKeys("id", str(tmp_path))
         assert_that(
             found,
             equal_to(
@@ -355,10 +355,10 @@ def test_duplicate_declared_keys_are_found_over_all_batches():
         )
 
 
-def test_unique_keys_give_an_empty_summary():
+def test_unique_keys_give_an_empty_summary(tmp_path):
     batches = [pa.RecordBatch.from_pydict({"id": pa.array(["a", "b"])})]
     with test_pipeline() as p:
-        found = p | beam.Create(batches) | FindDuplicateKeys("id")
+        found = p | beam.Create(batches) | FindDuplicateKeys("id", str(tmp_path))
         assert_that(found, equal_to([{"count": 0, "rows": 0, "examples": []}]))
 
 
@@ -403,3 +403,29 @@ def test_admission_and_lateness_work_on_the_publish_time():
         )
         assert_that(admitted, equal_to(["m1", "m2", "m3"]), label="Admitted")
         assert_that(late, equal_to([("late", EVENT_TIME)]), label="Late")
+
+
+def test_keys_wait_in_files_and_only_their_paths_are_shuffled(tmp_path):
+    """Each bundle's keys are written once, one record batch per shard, and a
+    shard read back from every file holds exactly the keys hashed to it."""
+    from transforms.record_keys import _SpillKeysByShardDoFn, shard_keys
+
+    keys = pa.array([f"k{i % 700}" for i in range(2000)])
+    spill = _SpillKeysByShardDoFn("id", str(tmp_path), shards=8)
+    outputs = []
+    for part in (keys.slice(0, 1200), keys.slice(1200)):  # two bundles
+        spill.start_bundle()
+        assert list(spill.process(pa.RecordBatch.from_arrays([part], ["id"]))) == []
+        outputs += [windowed.value for windowed in spill.finish_bundle()]
+    assert len({path for _, path in outputs}) == 2 == len(list(tmp_path.iterdir()))
+    by_shard: dict = {}
+    for shard, path in outputs:
+        by_shard.setdefault(shard, []).append(path)
+    expected = {shard: sorted(part.to_pylist()) for shard, part in keys_by_shard(keys, shards=8)}
+    got = {
+        shard: sorted(pa.concat_arrays(shard_keys(shard, paths)).to_pylist())
+        for shard, paths in by_shard.items()
+    }
+    assert got == expected
+    spill.start_bundle()
+    assert list(spill.finish_bundle() or []) == []  # an empty bundle writes nothing

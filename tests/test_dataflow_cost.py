@@ -90,13 +90,13 @@ def test_the_shuffle_of_the_taxi_spec_by_grouping_step():
 
     components = shuffle_components(
         load_spec(str(TAXI_SPEC)),
-        key_column_bytes=lambda key_bytes, batch_rows: key_bytes + batch_rows / 1024,
+        key_shard_bytes=lambda batch_rows: batch_rows / 1024,
         statistics_bytes=statistics_bytes,
     )
 
     assert {c.name: c.bytes_per_row for c in components} == {
-        # 14-byte trip ids in the read stage's 4,096-row batches.
-        "FindDuplicateKeys: the key column": 18,
+        # The read stage's 4,096-row batches.
+        "FindDuplicateKeys: (shard, key file) pairs": 4,
         # One group (pickup_zone, 5 min), value column fare_amount, 2 aggregates:
         # (16 + 32) per cell and (8 + 2 x 8) of window values.
         "JoinAggregates[pickup_zone_300s]: period statistics and window values": 72,
@@ -107,7 +107,8 @@ def test_the_shuffle_of_the_taxi_spec_by_grouping_step():
         "TransformedStatistics: per-bundle accumulators": 48,
     }
     assert calls == [(12, 52_428, 4096), (24, 65_536, 8192)]
-    assert [c.grows_with_rows for c in components] == [True, False, False, False]
+    # Nothing is sure to grow with the rows: the keys wait in files.
+    assert [c.grows_with_rows for c in components] == [False, False, False, False]
 
 
 def test_without_aggregates_the_raw_statistics_bundle_is_a_read_range():
@@ -121,24 +122,25 @@ def test_without_aggregates_the_raw_statistics_bundle_is_a_read_range():
 
     spec = load_spec(str(ROOT / "benchmarks" / "specs" / "taxi_benchmark.yaml"))
     components = shuffle_components(
-        spec, key_column_bytes=lambda *_: 0.0, statistics_bytes=statistics_bytes
+        spec, key_shard_bytes=lambda *_: 0.0, statistics_bytes=statistics_bytes
     )
 
     # 16 MiB / 111 bytes = 151,146 rows, of which train's 80%: 120,916.
     assert calls[0] == (10, 120_916)
     assert components[1].bytes_per_row == pytest.approx(120_916 / 151_146)
     assert [c.name for c in components] == [
-        "FindDuplicateKeys: the key column",
+        "FindDuplicateKeys: (shard, key file) pairs",
         "RawStatistics: per-bundle accumulators",
         "TransformedStatistics: per-bundle accumulators",
     ]
 
 
 def test_the_measured_encodings_grow_with_what_they_hold():
-    from benchmarks.dataflow_cost import measured_key_column_bytes, measured_statistics_bytes
+    from benchmarks.dataflow_cost import measured_key_shard_bytes, measured_statistics_bytes
 
-    # Each row's key and offset, plus each shard's element overhead.
-    assert 14 + 4 < measured_key_column_bytes(14, 4096) < 14 + 4 + 256 * 400 / 4096
+    # 256 (shard, path) pairs of a 70-character path, over the batch's rows.
+    assert 256 * 70 / 4096 < measured_key_shard_bytes(4096) < 256 * 200 / 4096
+    assert measured_key_shard_bytes(8192) == measured_key_shard_bytes(4096) / 2
     one = measured_statistics_bytes([("numeric", None)], 20_000, 4096)
     two = measured_statistics_bytes([("numeric", None), ("numeric", None)], 20_000, 4096)
     assert 10_000 * 8 < one < two

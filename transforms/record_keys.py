@@ -10,8 +10,16 @@ Why not `CombinePerKey(sum)` on (key, 1): with a unique key every row would be
 its own element through the shuffle, the per-element cost of the runner paid
 10 million times on a 10-million-row run. Here each batch is cut by a stable
 fingerprint of the key into `KEY_SHARDS` Arrow arrays, and each shard's keys
-are counted at once with Arrow's `value_counts`: a few hundred elements per
-batch, and the shuffle moves only the key column.
+are counted at once with Arrow's `value_counts`.
+
+The keys themselves do not go through the shuffle either: each bundle writes
+its keys once, to an Arrow IPC file holding one record batch per shard, and
+only (shard, path) pairs are grouped. Shuffled, the key column made the local
+runner hold every key of the run in its grouping buffer and hand each worker
+its shards in one piece: at 10M rows the full taxi spec's peak PSS sum was
+3.88 GiB with the keys shuffled and 2.25 GiB without this step at all. A shard
+is then read back from every file by the worker that counts it, N / KEY_SHARDS
+keys at a time.
 
 `NumberIdenticalRecords` makes the content-hash keys of BigQuery rows (see
 transforms.bigquery_source) unique: it finds the repeated hashes the same
@@ -22,6 +30,7 @@ numbered.
 from __future__ import annotations
 
 import heapq
+import uuid
 from collections.abc import Iterable
 
 import apache_beam as beam
@@ -29,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
 
 KEY_SHARDS = 256
 MAX_DUPLICATE_EXAMPLES = 5
@@ -129,33 +139,89 @@ class DuplicateKeysFn(beam.CombineFn):
         }
 
 
-class _KeysByShardDoFn(beam.DoFn):
-    def __init__(self, key_column: str):
-        self._key_column = key_column
+class _SpillKeysByShardDoFn(beam.DoFn):
+    """RecordBatches -> (shard, path) for every shard with keys in the bundle:
+    the bundle's keys in one Arrow IPC file of `directory`, record batch i
+    holding shard i's keys (see the module docstring). A retried bundle writes
+    a file of its own; the failed attempt's outputs are discarded with it."""
 
-    def process(self, batch: pa.RecordBatch) -> Iterable[tuple[int, pa.Array]]:
+    def __init__(self, key_column: str, directory: str, shards: int = KEY_SHARDS):
+        self._key_column = key_column
+        self._directory = directory
+        self._shards = shards
+
+    def start_bundle(self):
+        self._parts: list[list[pa.Array]] = [[] for _ in range(self._shards)]
+        self._type = None
+
+    def process(self, batch: pa.RecordBatch) -> Iterable:
         if batch.num_rows:
-            yield from keys_by_shard(batch.column(self._key_column))
+            keys = batch.column(self._key_column)
+            self._type = keys.type
+            for shard, part in keys_by_shard(keys, self._shards):
+                self._parts[shard].append(part)
+        return ()
+
+    def finish_bundle(self):
+        if self._type is None:
+            return
+        schema = pa.schema([("key", self._type)])
+        path = FileSystems.join(self._directory, f"keys-{uuid.uuid4().hex}.arrow")
+        with FileSystems.create(path) as handle, pa.ipc.new_file(handle, schema) as writer:
+            for parts in self._parts:
+                keys = pa.concat_arrays(parts) if parts else pa.array([], self._type)
+                writer.write_batch(pa.record_batch([keys], schema=schema))
+        for shard, parts in enumerate(self._parts):
+            if parts:
+                yield GlobalWindows.windowed_value((shard, path))
+
+
+def shard_keys(shard: int, paths: Iterable[str]) -> list[pa.Array]:
+    """Shard `shard`'s keys from every file _SpillKeysByShardDoFn wrote."""
+    keys = []
+    for path in paths:
+        with FileSystems.open(path) as handle:
+            keys.append(pa.ipc.open_file(handle).get_batch(shard).column(0))
+    return keys
+
+
+class RepeatedKeys(beam.PTransform):
+    """PCollection[pa.RecordBatch] -> (key, rows) of every value of `key_column`
+    that more than one row holds. The keys wait in files under `spill_dir`;
+    only (shard, file path) pairs are shuffled (see the module docstring)."""
+
+    def __init__(self, key_column: str, spill_dir: str):
+        super().__init__()
+        self._key_column = key_column
+        self._spill_dir = spill_dir
+
+    def expand(self, batches):
+        return (
+            batches
+            | "SpillKeyShards"
+            >> beam.ParDo(_SpillKeysByShardDoFn(self._key_column, self._spill_dir))
+            | "GroupKeyShards" >> beam.GroupByKey()
+            | "CountRepeatedKeys"
+            >> beam.FlatMap(lambda shard: repeated_keys(shard_keys(shard[0], shard[1])))
+        )
 
 
 class FindDuplicateKeys(beam.PTransform):
     """PCollection[pa.RecordBatch] of valid rows -> a PCollection of exactly one
     dict (DuplicateKeysFn's): the values of `key_column` that more than one row
-    holds. Bounded input, global window. Costs one shuffle of the key column,
-    in KEY_SHARDS Arrow arrays per batch (see the module docstring).
+    holds. Bounded input, global window.
     """
 
-    def __init__(self, key_column: str, max_examples: int = MAX_DUPLICATE_EXAMPLES):
+    def __init__(self, key_column: str, spill_dir: str, max_examples: int = MAX_DUPLICATE_EXAMPLES):
         super().__init__()
         self._key_column = key_column
+        self._spill_dir = spill_dir
         self._max_examples = max_examples
 
     def expand(self, batches):
         return (
             batches
-            | "ShardKeys" >> beam.ParDo(_KeysByShardDoFn(self._key_column))
-            | "GroupKeyShards" >> beam.GroupByKey()
-            | "CountRepeatedKeys" >> beam.FlatMap(lambda shard: repeated_keys(shard[1]))
+            | "RepeatedKeys" >> RepeatedKeys(self._key_column, self._spill_dir)
             | "SummariseDuplicates" >> beam.CombineGlobally(DuplicateKeysFn(self._max_examples))
         )
 
@@ -213,21 +279,20 @@ class NumberIdenticalRecords(beam.PTransform):
     the same rows with unique keys '<hash>#<n>': n is 1 for a row no other row
     equals, and 1..k over k identical rows. Bounded input, global window.
 
-    Costs one shuffle of the hashes (as FindDuplicateKeys), a side input of the
-    repeated hashes, and a shuffle of the repeated rows alone: nothing more
-    for a table without duplicates.
+    Finds the repeated hashes as FindDuplicateKeys finds repeated keys (the
+    hashes wait in files under `spill_dir`), then costs a side input of the
+    repeated hashes and a shuffle of the repeated rows alone: nothing more for
+    a table without duplicates.
     """
 
-    def __init__(self, key_column: str):
+    def __init__(self, key_column: str, spill_dir: str):
         super().__init__()
         self._key_column = key_column
+        self._spill_dir = spill_dir
 
     def expand(self, batches):
-        repeated = (
-            batches
-            | "ShardContentKeys" >> beam.ParDo(_KeysByShardDoFn(self._key_column))
-            | "GroupContentKeyShards" >> beam.GroupByKey()
-            | "RepeatedContentKeys" >> beam.FlatMap(lambda shard: repeated_keys(shard[1]))
+        repeated = batches | "RepeatedContentKeys" >> RepeatedKeys(
+            self._key_column, self._spill_dir
         )
         split = batches | "NumberUnique" >> beam.ParDo(
             _NumberUniqueDoFn(self._key_column), beam.pvalue.AsDict(repeated)
