@@ -411,12 +411,15 @@ def test_keys_wait_in_files_and_only_their_paths_are_shuffled(tmp_path):
     from transforms.record_keys import _SpillKeysByShardDoFn, shard_keys
 
     keys = pa.array([f"k{i % 700}" for i in range(2000)])
-    spill = _SpillKeysByShardDoFn("id", str(tmp_path), shards=8)
+    spill = _SpillKeysByShardDoFn("id", str(tmp_path), shards=8, file_rows=1000)
     outputs = []
     for part in (keys.slice(0, 1200), keys.slice(1200)):  # two bundles
         spill.start_bundle()
-        assert list(spill.process(pa.RecordBatch.from_arrays([part], ["id"]))) == []
+        for start in range(0, len(part), 300):
+            batch = pa.RecordBatch.from_arrays([part.slice(start, 300)], ["id"])
+            outputs += list(spill.process(batch))
         outputs += [windowed.value for windowed in spill.finish_bundle()]
+    # 1,200 rows: a file at 1,200 (>= 1,000) then none at the end; 800: one at the end.
     assert len({path for _, path in outputs}) == 2 == len(list(tmp_path.iterdir()))
     by_shard: dict = {}
     for shard, path in outputs:

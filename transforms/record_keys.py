@@ -41,6 +41,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
 KEY_SHARDS = 256
+# Keys per key file: a few megabytes of keys, and few enough files that reading
+# one shard back from all of them stays cheap (40 files at 10M rows).
+KEY_FILE_ROWS = 262_144
 MAX_DUPLICATE_EXAMPLES = 5
 # Where the batch job leaves the result for pipeline.finalize (in the run's
 # scratch counts directory, next to counts.json).
@@ -140,40 +143,58 @@ class DuplicateKeysFn(beam.CombineFn):
 
 
 class _SpillKeysByShardDoFn(beam.DoFn):
-    """RecordBatches -> (shard, path) for every shard with keys in the bundle:
-    the bundle's keys in one Arrow IPC file of `directory`, record batch i
-    holding shard i's keys (see the module docstring). A retried bundle writes
-    a file of its own; the failed attempt's outputs are discarded with it."""
+    """RecordBatches -> (shard, path) for every shard with keys in a file: the
+    keys in Arrow IPC files of `directory`, a new file every `file_rows` rows
+    or so and at the end of each bundle, record batch i holding shard i's keys
+    (see the module docstring). A local runner's bundle can be a worker's whole
+    share of the input, so the file size, not the bundle, bounds what a worker
+    holds. A retried bundle writes files of its own; the failed attempt's
+    outputs are discarded with it."""
 
-    def __init__(self, key_column: str, directory: str, shards: int = KEY_SHARDS):
+    def __init__(
+        self,
+        key_column: str,
+        directory: str,
+        shards: int = KEY_SHARDS,
+        file_rows: int = KEY_FILE_ROWS,
+    ):
         self._key_column = key_column
         self._directory = directory
         self._shards = shards
+        self._file_rows = file_rows
 
     def start_bundle(self):
         self._parts: list[list[pa.Array]] = [[] for _ in range(self._shards)]
         self._type = None
+        self._rows = 0
 
     def process(self, batch: pa.RecordBatch) -> Iterable:
-        if batch.num_rows:
-            keys = batch.column(self._key_column)
-            self._type = keys.type
-            for shard, part in keys_by_shard(keys, self._shards):
-                self._parts[shard].append(part)
-        return ()
+        if not batch.num_rows:
+            return
+        keys = batch.column(self._key_column)
+        self._type = keys.type
+        for shard, part in keys_by_shard(keys, self._shards):
+            self._parts[shard].append(part)
+        self._rows += batch.num_rows
+        if self._rows >= self._file_rows:
+            yield from self._write()
 
     def finish_bundle(self):
-        if self._type is None:
-            return
+        if self._rows:
+            for pair in self._write():
+                yield GlobalWindows.windowed_value(pair)
+
+    def _write(self) -> list[tuple[int, str]]:
         schema = pa.schema([("key", self._type)])
         path = FileSystems.join(self._directory, f"keys-{uuid.uuid4().hex}.arrow")
         with FileSystems.create(path) as handle, pa.ipc.new_file(handle, schema) as writer:
             for parts in self._parts:
                 keys = pa.concat_arrays(parts) if parts else pa.array([], self._type)
                 writer.write_batch(pa.record_batch([keys], schema=schema))
-        for shard, parts in enumerate(self._parts):
-            if parts:
-                yield GlobalWindows.windowed_value((shard, path))
+        written = [(shard, path) for shard, parts in enumerate(self._parts) if parts]
+        self._parts = [[] for _ in range(self._shards)]
+        self._rows = 0
+        return written
 
 
 def shard_keys(shard: int, paths: Iterable[str]) -> list[pa.Array]:
