@@ -61,7 +61,7 @@ from unittest import mock
 
 import pytest
 
-from tests.processes import answers_ok, stop_process_group
+from tests.processes import answers_ok, log_tail, stop_process_group
 from tests.support import wait_for
 
 if TYPE_CHECKING:
@@ -247,14 +247,6 @@ def ensure_emulator_venv() -> pathlib.Path:
     return venv
 
 
-def _log_tail(log_path: pathlib.Path) -> str:
-    try:
-        text = log_path.read_text(errors="replace")
-    except OSError as error:
-        return f"(no emulator log: {error})"
-    return _output_tail(text) or "(emulator log is empty)"
-
-
 def _listening_ports(log_path: pathlib.Path) -> dict[str, int]:
     """The ports the emulator logged it listens on, by event ("rest.listen", "grpc.listen")."""
     ports: dict[str, int] = {}
@@ -298,7 +290,7 @@ def _wait_until_answering(process: subprocess.Popen, log_path: pathlib.Path) -> 
         if process.poll() is not None:
             raise RuntimeError(
                 f"BigQuery emulator exited with code {process.returncode} before answering; "
-                f"log tail:\n{_log_tail(log_path)}"
+                f"log tail:\n{log_tail(log_path)}"
             )
         ports = _listening_ports(log_path)
         # The emulator starts REST first and logs the gRPC port just before serving it.
@@ -314,7 +306,7 @@ def _wait_until_answering(process: subprocess.Popen, log_path: pathlib.Path) -> 
         answering,
         _START_DEADLINE_SECONDS,
         _PROBE_INTERVAL_SECONDS,
-        lambda: f"the BigQuery emulator to answer; log tail:\n{_log_tail(log_path)}",
+        lambda: f"the BigQuery emulator to answer; log tail:\n{log_tail(log_path)}",
     )
 
 

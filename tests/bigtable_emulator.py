@@ -31,7 +31,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.processes import environment_variable, free_local_port, stop_process_group
+from tests.processes import environment_variable, free_local_port, log_tail, stop_process_group
 from tests.support import wait_for
 
 EMULATOR_HOST_VARIABLE = "BIGTABLE_EMULATOR_HOST"
@@ -41,7 +41,6 @@ _PACKAGED_EMULATOR = pathlib.Path(
 _START_DEADLINE_SECONDS = 30.0
 _PROBE_INTERVAL_SECONDS = 0.05
 _STOP_GRACE_SECONDS = 5.0
-_LOG_TAIL_LINES = 40
 
 
 def find_emulator() -> pathlib.Path | None:
@@ -59,14 +58,6 @@ def missing_prerequisite() -> str | None:
             f"google-cloud-cli-bigtable-emulator); looked for {_PACKAGED_EMULATOR} and PATH"
         )
     return None
-
-
-def _log_tail(log_path: pathlib.Path) -> str:
-    try:
-        lines = log_path.read_text(errors="replace").splitlines()
-    except OSError as error:
-        return f"(no emulator log: {error})"
-    return "\n".join(lines[-_LOG_TAIL_LINES:]) or "(emulator log is empty)"
 
 
 def _accepts_connections(port: int) -> bool:
@@ -144,7 +135,7 @@ def running_bigtable_emulator() -> Iterator[BigtableEmulator]:
                 if process.poll() is not None:
                     raise RuntimeError(
                         f"Bigtable emulator exited with code {process.returncode}; "
-                        f"log tail:\n{_log_tail(log_path)}"
+                        f"log tail:\n{log_tail(log_path)}"
                     )
                 return _accepts_connections(port)
 
@@ -152,7 +143,7 @@ def running_bigtable_emulator() -> Iterator[BigtableEmulator]:
                 answering,
                 _START_DEADLINE_SECONDS,
                 _PROBE_INTERVAL_SECONDS,
-                lambda: f"the Bigtable emulator on port {port}; log:\n{_log_tail(log_path)}",
+                lambda: f"the Bigtable emulator on port {port}; log:\n{log_tail(log_path)}",
             )
             host = f"127.0.0.1:{port}"
             with environment_variable(EMULATOR_HOST_VARIABLE, host):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -62,3 +63,12 @@ def environment_variable(name: str, value: str) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = previous
+
+
+def log_tail(log_path: pathlib.Path, lines: int = 40) -> str:
+    """The last `lines` lines of a server's log, for an error message."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError as error:
+        return f"(no emulator log: {error})"
+    return "\n".join(text.splitlines()[-lines:]) or "(emulator log is empty)"

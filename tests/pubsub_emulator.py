@@ -36,6 +36,7 @@ from tests.processes import (
     answers_ok,
     environment_variable,
     free_local_port,
+    log_tail,
     stop_process_group,
 )
 from tests.support import wait_for
@@ -54,7 +55,6 @@ _START_DEADLINE_SECONDS = 60.0
 _PROBE_TIMEOUT_SECONDS = 1.0
 _PROBE_INTERVAL_SECONDS = 0.1
 _STOP_GRACE_SECONDS = 5.0
-_LOG_TAIL_LINES = 40
 
 
 class PulledMessage(NamedTuple):
@@ -117,14 +117,6 @@ def find_emulator_launcher() -> pathlib.Path | None:
     return _find_launcher_file()
 
 
-def _log_tail(log_path: pathlib.Path) -> str:
-    try:
-        lines = log_path.read_text(errors="replace").splitlines()
-    except OSError as error:
-        return f"(no emulator log: {error})"
-    return "\n".join(lines[-_LOG_TAIL_LINES:]) or "(emulator log is empty)"
-
-
 def _answers(host: str) -> bool:
     # The emulator answers plain HTTP on its gRPC port and replies "Ok" at the root, which
     # is the readiness check gcloud itself uses. A bare TCP connect is not enough: the
@@ -147,11 +139,11 @@ def _wait_until_answering(process: subprocess.Popen, host: str, log_path: pathli
         if process.poll() is not None:
             raise RuntimeError(
                 f"Pub/Sub emulator exited with code {process.returncode} before answering "
-                f"on {host}; log tail:\n{_log_tail(log_path)}"
+                f"on {host}; log tail:\n{log_tail(log_path)}"
             )
         if _died_in_main(log_path):
             raise RuntimeError(
-                f"Pub/Sub emulator failed to start on {host}; log tail:\n{_log_tail(log_path)}"
+                f"Pub/Sub emulator failed to start on {host}; log tail:\n{log_tail(log_path)}"
             )
         return _answers(host)
 
@@ -159,7 +151,7 @@ def _wait_until_answering(process: subprocess.Popen, host: str, log_path: pathli
         answering,
         _START_DEADLINE_SECONDS,
         _PROBE_INTERVAL_SECONDS,
-        lambda: f"the Pub/Sub emulator to answer on {host}; log tail:\n{_log_tail(log_path)}",
+        lambda: f"the Pub/Sub emulator to answer on {host}; log tail:\n{log_tail(log_path)}",
     )
 
 
