@@ -236,9 +236,12 @@ class Predictor:
             raise Refused(503, f"the online store did not answer: {_first_line(error)}") from None
 
     def store_problem(self) -> str | None:
-        """None when the store answers a read of one row, else why not."""
+        """None when the store answers a read of one row (or the spec has no
+        aggregates, so there is no store), else why not."""
         from google.api_core.exceptions import GoogleAPIError
 
+        if self.data_table is None:
+            return None
         timeout = self.config.store_timeout_seconds
         try:
             self.data_table.read_row(HEALTH_PROBE_KEY, operation_timeout=timeout)
@@ -299,7 +302,8 @@ def build_app(
         problem = await blocking(request, predictor.store_problem)
         if problem is not None:
             return _json_response(Answer(503, {"error": problem}))
-        return web.json_response({"model": config.model_name, "store": "OK"})
+        store = "OK" if data_table is not None else "none: the spec has no aggregates"
+        return web.json_response({"model": config.model_name, "store": store})
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
@@ -413,10 +417,14 @@ def arguments_problems(args: argparse.Namespace) -> list[str]:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.options import duration_seconds, online_store_problems
+    from trainer.export import load_export_spec
 
+    export_dir = os.path.join(args.model_dir, "export")
+    # A model without aggregates reads no store, so it needs none named.
+    needs_store = not os.path.isdir(export_dir) or bool(load_export_spec(export_dir).aggregates)
     store = {flag[2:]: getattr(args, flag[2:]) for flag in STORE_FLAGS}
     options = PipelineOptions.from_dictionary({k: v for k, v in store.items() if v})
-    problems = online_store_problems(options, required=True)
+    problems = online_store_problems(options, required=needs_store)
     try:
         duration_seconds(args.allowed_lateness)
     except ValueError as error:
@@ -426,7 +434,6 @@ def arguments_problems(args: argparse.Namespace) -> list[str]:
             problems.append(f"--{flag} must be positive, got {getattr(args, flag)}")
     if args.store_timeout <= 0:
         problems.append(f"--store_timeout must be positive, got {args.store_timeout}")
-    export_dir = os.path.join(args.model_dir, "export")
     if not os.path.isdir(export_dir):
         problems.append(f"{export_dir} does not exist; run trainer.task first")
     return problems
@@ -467,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         max_request_bytes=args.max_request_bytes,
         store_timeout_seconds=args.store_timeout,
     )
-    app = build_app(model, store_data_table(args), config)
+    data_table = store_data_table(args) if args.bigtable_table else None
+    app = build_app(model, data_table, config)
     web.run_app(
         app,
         host=args.host,

@@ -59,3 +59,22 @@ def test_the_model_gets_one_column_per_aggregate_in_its_arrow_type():
     columns = value_columns(values, [count, mean])
     assert columns["n"].equals(pa.array([3, 0], pa.int64()))
     assert columns["m"].equals(pa.array([0.0, 2.5], pa.float64()))
+
+
+def test_a_model_without_aggregates_needs_no_store(tmp_path):
+    import json
+
+    from serving.service import arguments_problems, parser
+    from tests.support import spec_document
+
+    export = tmp_path / "export" / "assets.extra"
+    export.mkdir(parents=True)
+    document = spec_document()
+    assert not document.get("aggregates")
+    (export / "spec.json").write_text(json.dumps(document))
+    args = parser().parse_args(["--model_dir", str(tmp_path)])
+    assert arguments_problems(args) == []
+    # With aggregates, the store must be named.
+    aggregate = {"name": "n", "key": ["id"], "agg": "count", "window": "1h", "period": "5min"}
+    (export / "spec.json").write_text(json.dumps({**document, "aggregates": [aggregate]}))
+    assert "--bigtable_table is required" in arguments_problems(args)
