@@ -64,8 +64,8 @@ class AnalyzeAndTransformResult(NamedTuple):
     # tft_beam.AnalyzeDataset's (PCollection of the saved graph's directory,
     # metadata), for tft_beam.WriteTransformFn.
     transform_fn: tuple
-    # {split: PCollection[list[bytes]]} of serialized transformed examples, one
-    # list per batch (for transforms.tfrecords.WriteTFRecordBatches).
+    # {split: PCollection[pa.Array]} of serialized transformed examples, one
+    # binary array per batch (for transforms.tfrecords.WriteTFRecordBatches).
     examples: dict[str, beam.PCollection]
     # {split: PCollection[pa.RecordBatch]} of the transformed features, the record
     # key included as PASSTHROUGH_KEY (for statistics). Rows that became dead
@@ -233,7 +233,7 @@ def tensor_adapter_config(spec: DatasetSpec, with_split: bool = False):
 
 class _EncodeExamplesDoFn(beam.DoFn):
     """Transformed RecordBatch -> the batch's serialized tf.train.Examples, as one
-    list (transforms.tfrecords writes them a batch at a time).
+    Arrow binary array (transforms.tfrecords writes them a batch at a time).
 
     Each example carries the record key under the key column's own name.
     """
@@ -242,12 +242,12 @@ class _EncodeExamplesDoFn(beam.DoFn):
         self._key_column = key_column
 
     def setup(self):
-        from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
+        from transforms.example_encoder import ExampleEncoder
 
-        self._encoder = RecordBatchToExamplesEncoder()
+        self._encoder = ExampleEncoder()
         self._progress = PhaseProgress.shared("transform and encode")
 
-    def process(self, batch: pa.RecordBatch) -> Iterable[list[bytes]]:
+    def process(self, batch: pa.RecordBatch) -> Iterable[pa.Array]:
         if PASSTHROUGH_KEY not in batch.schema.names:
             raise ValueError(f"transformed batch lacks the record key column {PASSTHROUGH_KEY}")
         names = [self._key_column if n == PASSTHROUGH_KEY else n for n in batch.schema.names]

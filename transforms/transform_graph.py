@@ -33,8 +33,8 @@ class _TransformRowsDoFn(beam.DoFn):
 
     Rows are converted exactly as the batch pipeline converts them (the same
     TFXIO layout and TensorAdapter), and outputs are encoded with the same
-    RecordBatch-to-Example encoder, so an example written here is the example
-    batch writes for the same row.
+    example encoder (transforms.example_encoder), so an example written here
+    is the example batch writes for the same row.
     """
 
     def __init__(self, spec: DatasetSpec, transform_dir: str):
@@ -44,17 +44,17 @@ class _TransformRowsDoFn(beam.DoFn):
 
     def setup(self):
         import tensorflow_transform as tft
-        from tfx_bsl.coders.example_coder import RecordBatchToExamplesEncoder
         from tfx_bsl.tfxio import tensor_adapter
 
         from transforms.analyze import tensor_adapter_config
+        from transforms.example_encoder import ExampleEncoder
 
         config = tensor_adapter_config(self._spec)
         self._tft_output = tft.TFTransformOutput(self._transform_dir)
         self._adapter = tensor_adapter.TensorAdapter(config)
         self._tfxio_schema = config.arrow_schema
         self._rows_schema = rows_schema(self._spec)
-        self._encoder = RecordBatchToExamplesEncoder()
+        self._encoder = ExampleEncoder()
         self._converter = None
 
     def process(self, rows: list[dict]) -> Iterable[tuple[str, bytes]]:
@@ -78,7 +78,7 @@ class _TransformRowsDoFn(beam.DoFn):
         output = self._converter.convert(transformed)
         keys = batch.column(key_column)
         output = output.append_column(key_column, to_list_array(keys, pa.large_binary()))
-        encoded = self._encoder.encode(output)
+        encoded = self._encoder.encode(output).to_pylist()
         self._examples.inc(len(encoded))
         yield from zip(keys.to_pylist(), encoded, strict=True)
 
