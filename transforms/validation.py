@@ -118,11 +118,12 @@ class _ColumnParser:
             else pa.array([str(v) for v in column.allowed], type=pa.string())
         )
 
-    def parse(self, strings: pa.Array) -> tuple[pa.Array, list[str | None]]:
-        """Typed column (null where missing or bad) and a per-row problem, from
-        whitespace-trimmed field strings."""
+    def parse(self, strings: pa.Array) -> tuple[pa.Array, dict[int, str]]:
+        """Typed column (null where missing or bad) and the problem of each bad
+        row, by row index, from whitespace-trimmed field strings. (A dict, not a
+        list per row: most batches have no problem at all.)"""
         column = self.column
-        problems: list[str | None] = [None] * len(strings)
+        problems: dict[int, str] = {}
         if self.missing_tokens is None:
             missing = pc.equal(strings, "").to_numpy(zero_copy_only=False)
         else:
@@ -268,18 +269,18 @@ class RowValidator:
         """The valid rows, and the dead letters: first those the source's own
         checks rejected, then the rows that break a rule, in record order."""
         count = len(fields.sources)
-        first_problem: list[tuple[str, str] | None] = [None] * count
+        first_problem: dict[int, tuple[str, str]] = {}
         arrays = []
         for parser, column_texts in zip(self.column_parsers, fields.columns, strict=True):
             strings = pc.utf8_trim_whitespace(column_texts)
             values, problems = parser.parse(strings)
             arrays.append(values)
-            for i, problem in enumerate(problems):
-                if problem is not None and first_problem[i] is None:
-                    first_problem[i] = (parser.column.name, problem)
-        keep = np.fromiter((p is None for p in first_problem), dtype=bool, count=count)
+            for i, problem in problems.items():
+                first_problem.setdefault(i, (parser.column.name, problem))
+        keep = np.ones(count, dtype=bool)
+        keep[list(first_problem)] = False
         dead_letters = list(fields.rejected)
-        for i in np.flatnonzero(~keep):
+        for i in sorted(first_problem):
             column_name, problem = first_problem[i]
             dead_letters.append(
                 dead_letter(
