@@ -487,3 +487,24 @@ def test_a_batch_without_the_row_id_columns_is_sampled_by_every_column():
     by_default = StatisticsCombineFn([("v", "numeric")], sample_size=100)
     batch = rows_with_extra(0.0).drop_columns(["id"])
     assert single_pass(with_ids, [batch]) == single_pass(by_default, [batch])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [3.0, 1.0, 3.0, -2.0, 0.0, 7.0, 1.0],  # narrow integers: counted over the range
+        [1e12, -5.0, 1e12, 3.0],  # integers, but a wide range: sorted
+        [0.5, 0.25, 0.5, -1.75],  # not integers: sorted
+        [4.0],
+    ],
+)
+def test_value_counts_are_numpys_unique_counts(values):
+    from transforms.statistics import _value_counts
+
+    values = np.array(values, dtype=np.float64)
+    whole = bool(np.all(values == np.floor(values)))
+    distinct, counts = _value_counts(values, whole)
+    expected_distinct, expected_counts = np.unique(values, return_counts=True)
+    assert distinct.dtype == np.float64 and counts.dtype == np.int64
+    np.testing.assert_array_equal(distinct, expected_distinct)
+    np.testing.assert_array_equal(counts, expected_counts)

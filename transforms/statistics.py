@@ -262,6 +262,18 @@ def _as_float64(values: pa.Array, name: str) -> np.ndarray:
     return values.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
 
 
+def _value_counts(values: np.ndarray, whole: bool) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_counts=True) of finite float64 values (`whole`:
+    all are integers); by a count over their range when they are integers in a
+    narrow one (ids, buckets, counts), which costs a pass instead of a sort."""
+    low, high = values.min(), values.max()
+    if whole and high - low < 4 * len(values):
+        counts = np.bincount((values - low).astype(np.int64))
+        present = np.flatnonzero(counts)
+        return present + low, counts[present]
+    return np.unique(values, return_counts=True)
+
+
 class NumericAccumulator:
     """Moments, extremes, exact value counts while they are few, and a bottom-k
     sample of one numeric column.
@@ -319,9 +331,11 @@ class NumericAccumulator:
             self._merge_moments(len(values), batch_mean, batch_m2)
             self.min = min(self.min, float(values.min()))
             self.max = max(self.max, float(values.max()))
-            self.integer_valued = self.integer_valued and bool(np.all(values == np.floor(values)))
+            whole = bool(np.all(values == np.floor(values)))
+            self.integer_valued = self.integer_valued and whole
             self._add_sample(priorities, values)
-            self._add_distinct(*np.unique(values, return_counts=True))
+            if self.distinct is not None:  # once dropped, counting them buys nothing
+                self._add_distinct(*_value_counts(values, whole))
 
     def merge(self, other: NumericAccumulator) -> None:
         self.count += other.count
