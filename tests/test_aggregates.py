@@ -454,3 +454,62 @@ def test_the_run_reference_skips_missing_values_as_the_pipeline_does():
         got = table.column(aggregate.name).to_numpy().astype(np.float64)
         np.testing.assert_allclose(got, expected, rtol=1e-9, err_msg=aggregate.name)
     assert table.column("tip").null_count > 50
+
+
+@pytest.mark.parametrize("key_columns", [("zone",), ("zone", "vendor")])
+def test_block_period_stats_are_each_segments_own_period_stats(key_columns):
+    """The batch-wide grouping gives, bit for bit, what PeriodStats.from_rows gives
+    on each (entity, block)'s rows alone (the brute-force reference)."""
+    from schemas.spec import Aggregate
+    from transforms.aggregates import (
+        AggregateGroup,
+        EntityBlocks,
+        PeriodStats,
+        block_period_stats,
+        missing_as_nan,
+    )
+
+    rng = np.random.default_rng(7)
+    rows = 5000
+    period = 300
+    aggregates = (
+        Aggregate(name="n", key=list(key_columns), agg="count", window="1h", period="5min"),
+        Aggregate(
+            name="f", key=list(key_columns), agg="mean", value="fare", window="3h", period="5min"
+        ),
+        Aggregate(
+            name="t", key=list(key_columns), agg="max", value="tip", window="1h", period="5min"
+        ),
+    )
+    group = AggregateGroup(key_columns, period, aggregates)
+    fares = rng.gamma(2.0, 10.0, rows)
+    tips = np.where(rng.random(rows) < 0.3, np.nan, rng.normal(3.0, 2.0, rows))
+    batch = pa.RecordBatch.from_pydict(
+        {
+            # Over two years: many blocks; a few zones and vendors.
+            "ts": rng.integers(1_600_000_000, 1_600_000_000 + 2 * 365 * 86400, rows),
+            "zone": rng.choice(["a", "b", "c", "d"], rows).tolist(),
+            "vendor": rng.choice(["x", "y"], rows).tolist(),
+            "fare": pa.array(fares),
+            "tip": pa.array(tips, mask=np.isnan(tips)),
+        }
+    )
+    got = block_period_stats(batch, group, "ts")
+    grouped = EntityBlocks.of(batch, group, "ts")
+    values = {name: missing_as_nan(batch.column(name)) for name in group.value_columns}
+    expected = [
+        (key, PeriodStats.from_rows(grouped.periods[r], {n: c[r] for n, c in values.items()}))
+        for key, r in grouped.segments
+    ]
+    assert len(got) == len(expected) > 20
+    for (key, stats), (expected_key, reference) in zip(got, expected, strict=True):
+        assert key == expected_key
+        for field in ("periods", "counts"):
+            np.testing.assert_array_equal(getattr(stats, field), getattr(reference, field))
+            assert getattr(stats, field).dtype == getattr(reference, field).dtype
+        for field in ("sums", "mins", "maxs", "present"):
+            mine, theirs = getattr(stats, field), getattr(reference, field)
+            assert set(mine) == set(theirs) == {"fare", "tip"}
+            for name in mine:
+                # Bit for bit: the sums add in the same order.
+                assert mine[name].tobytes() == theirs[name].tobytes(), (key, field, name)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
@@ -255,6 +256,68 @@ class EntityBlocks:
         return cls(periods, segments)
 
 
+def block_period_stats(
+    batch: pa.RecordBatch, group: AggregateGroup, timestamp_column: str
+) -> list[tuple[tuple[tuple, int], PeriodStats]]:
+    """((entity, block), PeriodStats of the batch's rows of that entity and block)
+    for every (entity, block) present, in (entity code, block) order.
+
+    One grouping of the whole batch by (entity, period) serves every segment: a
+    batch of a few thousand rows spread over a year touches a few hundred
+    (entity, block) pairs, and a pass per pair cost more than the pair's rows.
+    Each segment's arrays are slices of the batch-wide ones. Sums and counts
+    are bincounts in row order, as PeriodStats.from_rows computes them, so
+    every value is the same to the bit.
+    """
+    seconds = batch.column(timestamp_column).to_numpy(zero_copy_only=False)
+    periods = np.floor_divide(seconds, group.period_seconds)
+    codes, entities = entity_codes(batch, group.key_columns)
+    if not len(periods):
+        return []
+    order = np.lexsort((periods, codes))
+    sorted_codes, sorted_periods = codes[order], periods[order]
+    starts_group = np.r_[
+        True, (sorted_codes[1:] != sorted_codes[:-1]) | (sorted_periods[1:] != sorted_periods[:-1])
+    ]
+    group_starts = np.flatnonzero(starts_group)
+    size = len(group_starts)
+    group_of_row = np.empty(len(periods), np.int64)
+    group_of_row[order] = np.cumsum(starts_group) - 1
+    group_codes, group_periods = sorted_codes[group_starts], sorted_periods[group_starts]
+    counts = np.bincount(group_of_row, minlength=size)
+    sums, mins, maxs, present = {}, {}, {}, {}
+    for name in group.value_columns:
+        column = missing_as_nan(batch.column(name))
+        has_value = ~np.isnan(column)
+        sums[name] = np.bincount(
+            group_of_row, weights=np.where(has_value, column, 0.0), minlength=size
+        )
+        # min and max do not depend on the order, so sorted runs can be reduced.
+        mins[name] = np.minimum.reduceat(np.where(has_value, column, np.inf)[order], group_starts)
+        maxs[name] = np.maximum.reduceat(np.where(has_value, column, -np.inf)[order], group_starts)
+        present[name] = np.bincount(group_of_row, weights=has_value, minlength=size).astype(
+            np.int64
+        )
+    group_blocks = np.floor_divide(group_periods, group.block_periods)
+    new_segment = np.r_[
+        True, (group_codes[1:] != group_codes[:-1]) | (group_blocks[1:] != group_blocks[:-1])
+    ]
+    bounds = [*np.flatnonzero(new_segment).tolist(), size]
+    segments = []
+    for start, end in itertools.pairwise(bounds):
+        part = slice(start, end)
+        stats = PeriodStats(
+            group_periods[part],
+            counts[part],
+            {name: column[part] for name, column in sums.items()},
+            {name: column[part] for name, column in mins.items()},
+            {name: column[part] for name, column in maxs.items()},
+            {name: column[part] for name, column in present.items()},
+        )
+        segments.append(((entities[group_codes[start]], int(group_blocks[start])), stats))
+    return segments
+
+
 class BlockStatsDoFn(beam.DoFn):
     """RecordBatch -> ((entity, block), PeriodStats) of its rows, per (entity, block).
 
@@ -268,13 +331,8 @@ class BlockStatsDoFn(beam.DoFn):
 
     def process(self, batch: pa.RecordBatch) -> Iterable:
         group = self._group
-        grouped = EntityBlocks.of(batch, group, self._timestamp_column)
-        values = {name: missing_as_nan(batch.column(name)) for name in group.value_columns}
         spill_start = group.block_periods - group.max_window_periods
-        for (entity, block), rows in grouped.segments:
-            stats = PeriodStats.from_rows(
-                grouped.periods[rows], {name: column[rows] for name, column in values.items()}
-            )
+        for (entity, block), stats in block_period_stats(batch, group, self._timestamp_column):
             yield (entity, block), stats
             tail = stats.periods - block * group.block_periods >= spill_start
             if tail.any():
