@@ -227,10 +227,15 @@ def flatten_column(column: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
             raise TypeError(f"nested lists are not supported: {column.type}")
         lengths = _list_lengths(column)
         values = column.flatten()
-        rows = np.repeat(np.arange(len(column), dtype=np.int64), lengths)
-        positions = np.arange(len(values), dtype=np.int64) - np.repeat(
-            np.cumsum(lengths) - lengths, lengths
-        )
+        if len(values) == len(column) and np.all(lengths == 1):
+            # One value per row, as every transformed feature has: no repeats needed.
+            rows = np.arange(len(column), dtype=np.int64)
+            positions = np.zeros(len(column), dtype=np.int64)
+        else:
+            rows = np.repeat(np.arange(len(column), dtype=np.int64), lengths)
+            positions = np.arange(len(values), dtype=np.int64) - np.repeat(
+                np.cumsum(lengths) - lengths, lengths
+            )
         if pa.types.is_dictionary(values.type):
             values = values.dictionary_decode()
     else:
