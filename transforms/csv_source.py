@@ -11,10 +11,13 @@ import bz2
 import contextlib
 import csv
 import dataclasses
+import itertools
+import operator
 import zlib
 from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -488,28 +491,12 @@ class CsvLines:
         if layout is None or layout.field_count < 2:
             return None
         header = layout.header.encode("utf-8") if layout.header is not None else None
-        bom = UTF8_BOM.encode("utf-8")
         if self.derive_keys:
             _check_offsets(records)
-        plain: list[bytes] = []
-        plain_offsets: list[int] = []
-        others: list[tuple[str, bytes]] = []
-        header_lines = 0
-        for record in records:
-            record_source, raw = record[0], record[1]
-            if record_source != source or not isinstance(raw, bytes):
-                others.append(record)
-                continue
-            if raw.endswith(b"\r"):
-                raw = raw.rstrip(b"\r")
-            if raw == header:
-                header_lines += 1
-            elif b'"' in raw or b"\r" in raw or bom in raw or not raw or raw.isspace():
-                others.append(record)
-            else:
-                plain.append(raw)
-                if self.derive_keys:
-                    plain_offsets.append(record[2])
+        sorted_lines = self._sort_lines_columnwise(records, source, header)
+        if sorted_lines is None:
+            sorted_lines = self._sort_lines(records, source, header)
+        plain, plain_offsets, others, header_lines = sorted_lines
         if not plain:
             return None
         misfits = 0
@@ -574,6 +561,81 @@ class CsvLines:
             parts.append(self.line_fields(others))
         return parts
 
+    def _sort_lines(self, records: Sequence[tuple], source: str, header: bytes | None):
+        """(plain lines, their offsets, the other records, header lines), line by line."""
+        bom = UTF8_BOM.encode("utf-8")
+        plain: list[bytes] = []
+        plain_offsets: list[int] = []
+        others: list[tuple] = []
+        header_lines = 0
+        for record in records:
+            record_source, raw = record[0], record[1]
+            if record_source != source or not isinstance(raw, bytes):
+                others.append(record)
+                continue
+            if raw.endswith(b"\r"):
+                raw = raw.rstrip(b"\r")
+            if raw == header:
+                header_lines += 1
+            elif b'"' in raw or b"\r" in raw or bom in raw or not raw or raw.isspace():
+                others.append(record)
+            else:
+                plain.append(raw)
+                if self.derive_keys:
+                    plain_offsets.append(record[2])
+        return plain, plain_offsets, others, header_lines
+
+    def _sort_lines_columnwise(self, records: Sequence[tuple], source: str, header: bytes | None):
+        """What _sort_lines returns, from NumPy passes over the batch's bytes instead
+        of a Python step per line (which cost about 0.8 µs a line); None when a
+        record is not a line of `source` (another file, an UnreadableTail)."""
+        if set(map(operator.itemgetter(0), records)) != {source}:
+            return None
+        raws = [record[1] for record in records]
+        try:
+            lines = pa.array(raws, pa.binary())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+        starts, ends, data = _line_bytes(lines)
+        trailing_cr = (ends > starts) & (data[np.maximum(ends - 1, 0)] == _CR)
+        if trailing_cr.any():
+            # Windows line ends: strip them as the line-by-line path does.
+            for i in np.flatnonzero(trailing_cr):
+                raws[i] = raws[i].rstrip(b"\r")
+            lines = pa.array(raws, pa.binary())
+            starts, ends, data = _line_bytes(lines)
+        # The line-by-line path's tests: a quote, a carriage return inside, a byte
+        # order mark, an empty or all-whitespace (bytes.isspace) line. Most batches
+        # hold no quote, CR or BOM at all, which one memchr over the bytes tells.
+        special = np.zeros(len(raws), dtype=bool)
+        text = data.tobytes()
+        for byte in (_QUOTE, _CR):
+            if bytes([byte]) in text:
+                special |= _lines_holding(starts, np.flatnonzero(data == byte))
+        if _BOM.tobytes() in text:
+            first = np.flatnonzero(data[:-2] == _BOM[0])
+            bom = first[(data[first + 1] == _BOM[1]) & (data[first + 2] == _BOM[2])]
+            # Only where all three bytes lie in one line: lines are not separated here.
+            line_of = np.searchsorted(starts, bom, side="right") - 1
+            special |= _lines_holding(starts, bom[bom + 3 <= ends[line_of]])
+        # A blank line is empty or starts with whitespace: only those get a closer look.
+        maybe_blank = (ends == starts) | np.isin(data[starts], _SPACES)
+        for i in np.flatnonzero(maybe_blank):
+            special[i] = special[i] or not raws[i] or raws[i].isspace()
+        is_header = np.zeros(len(raws), dtype=bool)
+        if header is not None:
+            is_header = pc.equal(lines, pa.scalar(header, pa.binary())).to_numpy(
+                zero_copy_only=False
+            )
+        is_plain = ~special & ~is_header
+        plain = list(itertools.compress(raws, is_plain))
+        plain_offsets = []
+        if self.derive_keys:
+            offsets = np.fromiter(map(operator.itemgetter(2), records), np.int64, len(records))
+            plain_offsets = offsets[is_plain].tolist()
+        others = [records[i] for i in np.flatnonzero(special & ~is_header)]
+        return plain, plain_offsets, others, int(np.count_nonzero(is_header))
+
     def line_fields(self, records: Sequence[tuple]) -> Fields:
         """The batch line by line in Python: the path for every line, plain or not."""
         if self.derive_keys:
@@ -627,6 +689,34 @@ class CsvLines:
                 keys.append(record_key(source, record[2]))
         extra = {RECORD_KEY: pa.array(keys, pa.string())} if self.derive_keys else {}
         return Fields.from_rows(sources, lines, rows, self.width, dead_letters, header_lines, extra)
+
+
+_QUOTE, _CR = ord('"'), ord("\r")
+_BOM = np.frombuffer(UTF8_BOM.encode("utf-8"), np.uint8)
+# What bytes.isspace() counts as whitespace.
+_SPACES = np.frombuffer(b" \t\n\r\x0b\x0c", np.uint8)
+
+
+def _line_bytes(lines: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end) of each line in `data`: the binary array's bytes and, so that
+    every start indexes a byte even when lines are empty, one newline after them."""
+    offsets = np.frombuffer(lines.buffers()[1], np.int32)[
+        lines.offset : lines.offset + len(lines) + 1
+    ].astype(np.int64)
+    data = np.full(int(offsets[-1] - offsets[0]) + 1, ord("\n"), np.uint8)
+    if len(data) > 1:
+        data[:-1] = np.frombuffer(lines.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    offsets -= offsets[0]
+    return offsets[:-1], offsets[1:], data
+
+
+def _lines_holding(starts: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Per line: whether one of the byte positions lies in it. `starts` are the
+    lines' first byte positions, in order."""
+    holding = np.zeros(len(starts), dtype=bool)
+    if len(positions):
+        holding[np.searchsorted(starts, positions, side="right") - 1] = True
+    return holding
 
 
 def _check_offsets(records: Sequence[tuple]) -> None:
