@@ -299,6 +299,19 @@ def test_a_hot_key_across_many_blocks_matches_brute_force():
         }
         for b in range(1, 4)
     ]
+    # Rows in the last minutes of each block, whose windows the edge rows must see
+    # across the boundary (however sparse the random rows are in a block).
+    rows += [
+        {
+            "id": f"before{b}-{j}",
+            "when": start + b * BLOCK_PERIODS * 60 - 60 * (j + 1),
+            "zone": "hot",
+            "vendor": 1,
+            "fare": float(10 + j),
+        }
+        for b in range(1, 4)
+        for j in range(5)
+    ]
     joined = run_join(spec, to_batches(rows, spec, batch_size=100))
     assert_matches_reference(spec, rows, joined)
     assert all(joined[f"edge{b}"]["n_3h"] > 0 for b in range(1, 4))
@@ -486,8 +499,8 @@ def test_block_period_stats_are_each_segments_own_period_stats(key_columns):
     tips = np.where(rng.random(rows) < 0.3, np.nan, rng.normal(3.0, 2.0, rows))
     batch = pa.RecordBatch.from_pydict(
         {
-            # Over two years: many blocks; a few zones and vendors.
-            "ts": rng.integers(1_600_000_000, 1_600_000_000 + 2 * 365 * 86400, rows),
+            # Over eight years: many blocks; a few zones and vendors.
+            "ts": rng.integers(1_600_000_000, 1_600_000_000 + 8 * 365 * 86400, rows),
             "zone": rng.choice(["a", "b", "c", "d"], rows).tolist(),
             "vendor": rng.choice(["x", "y"], rows).tolist(),
             "fare": pa.array(fares),
