@@ -164,7 +164,9 @@ class _SpillKeysByShardDoFn(beam.DoFn):
         self._file_rows = file_rows
 
     def start_bundle(self):
-        self._parts: list[list[pa.Array]] = [[] for _ in range(self._shards)]
+        # The keys of the file being gathered; cut into shards once per file, as
+        # cutting each batch took a slice per shard for a few rows each.
+        self._keys: list[pa.Array] = []
         self._type = None
         self._rows = 0
 
@@ -173,8 +175,7 @@ class _SpillKeysByShardDoFn(beam.DoFn):
             return
         keys = batch.column(self._key_column)
         self._type = keys.type
-        for shard, part in keys_by_shard(keys, self._shards):
-            self._parts[shard].append(part)
+        self._keys.append(keys)
         self._rows += batch.num_rows
         if self._rows >= self._file_rows:
             yield from self._write()
@@ -187,12 +188,14 @@ class _SpillKeysByShardDoFn(beam.DoFn):
     def _write(self) -> list[tuple[int, str]]:
         schema = pa.schema([("key", self._type)])
         path = FileSystems.join(self._directory, f"keys-{uuid.uuid4().hex}.arrow")
+        by_shard = dict(keys_by_shard(pa.concat_arrays(self._keys), self._shards))
+        empty = pa.array([], self._type)
         with FileSystems.create(path) as handle, pa.ipc.new_file(handle, schema) as writer:
-            for parts in self._parts:
-                keys = pa.concat_arrays(parts) if parts else pa.array([], self._type)
+            for shard in range(self._shards):
+                keys = by_shard.get(shard, empty)
                 writer.write_batch(pa.record_batch([keys], schema=schema))
-        written = [(shard, path) for shard, parts in enumerate(self._parts) if parts]
-        self._parts = [[] for _ in range(self._shards)]
+        written = [(shard, path) for shard in sorted(by_shard)]
+        self._keys = []
         self._rows = 0
         return written
 
