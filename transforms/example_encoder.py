@@ -7,7 +7,12 @@ almost always a set of scalar features: every row holds exactly one value in
 every column. Then each feature's bytes in an example are a constant part
 (the map entry's tags and the feature name) and the row's value, and a batch
 of examples can be built with a handful of Arrow and NumPy operations per
-column, without a step per row: about 1.2 µs per row on the same batches.
+column, without a step per row: about 0.7 µs per row on the same batches.
+Most features have entries of one length in every row of a batch (a float, a
+small int, keys of one width): consecutive ones are laid out in one byte
+matrix, the constant bytes broadcast and the values copied in column by
+column; the others become Arrow pieces, and one element-wise join makes the
+examples.
 
 `encode_examples` does that for batches of scalar int64, float32 and binary
 features, and hands every other batch (a multi-valued or empty feature, a
@@ -28,6 +33,7 @@ The wire format is protobuf's (example.proto, feature.proto):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -110,33 +116,82 @@ def _entry(name_field: bytes, kind_tag: int, payload_length: int) -> bytes:
     return b"\x0a" + varint(len(entry) + payload_length) + entry
 
 
-def _scalar_pieces(name: str, values: pa.Array) -> tuple[list, np.ndarray] | None:
-    """The Arrow pieces (scalars for constant bytes, arrays for per-row bytes) of
-    one scalar feature's map entry in every row, and each row's entry length;
-    None for a value type the fast path does not write."""
+@dataclasses.dataclass
+class _FixedEntry:
+    """A feature whose map entry has the same length in every row of the batch:
+    constant bytes, then the row's value bytes (one row of `values` each)."""
+
+    prefix: bytes
+    values: np.ndarray  # (rows, width) uint8
+
+
+@dataclasses.dataclass
+class _VariableEntry:
+    """A feature whose entry length differs between rows: Arrow pieces (scalars
+    for constant bytes, arrays for per-row bytes) and each row's entry length."""
+
+    pieces: list
+    lengths: np.ndarray
+
+
+def _scalar_entry(name: str, values: pa.Array) -> _FixedEntry | _VariableEntry | None:
+    """One scalar feature's map entry in every row; None for a value type the
+    fast path does not write."""
     key = name.encode()
     name_field = b"\x0a" + varint(len(key)) + key
     kind = values.type
     if pa.types.is_float32(kind):
-        prefix = _entry(name_field, 0x12, 4)
         raw = values.to_numpy(zero_copy_only=False).astype("<f4", copy=False)
-        values_bytes = _fixed_width_binary(raw.view(np.uint8).reshape(-1, 4))
-        pieces = [pa.scalar(prefix, pa.binary()), values_bytes]
-        return pieces, np.full(len(values), len(prefix) + 4, np.int64)
+        return _FixedEntry(_entry(name_field, 0x12, 4), raw.view(np.uint8).reshape(-1, 4))
     if pa.types.is_int64(kind):
-        varints = _varint_array(values.to_numpy(zero_copy_only=False))
+        numbers = values.to_numpy(zero_copy_only=False)
+        if numbers.min() >= 0 and numbers.max() < 0x80:
+            # One varint byte each, the value itself: ids, buckets and hours mostly are.
+            return _FixedEntry(_entry(name_field, 0x1A, 1), numbers.astype(np.uint8)[:, None])
+        varints = _varint_array(numbers)
         widths = pc.binary_length(varints).to_numpy().astype(np.int64)
         prefixes = _bytes_by_value(widths, lambda width: _entry(name_field, 0x1A, width))
         lengths = pc.binary_length(prefixes).to_numpy().astype(np.int64) + widths
-        return [prefixes, varints], lengths
+        return _VariableEntry([prefixes, varints], lengths)
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
         data = values.cast(pa.binary())
         widths = pc.binary_length(data).to_numpy().astype(np.int64)
         # A BytesList of one value is laid out as a packed list: 0x0A len bytes.
+        if widths.min() == widths.max() > 0:
+            width = int(widths[0])
+            offsets = np.frombuffer(data.buffers()[1], np.int32)[data.offset :]
+            raw = np.frombuffer(data.buffers()[2] or b"", np.uint8)
+            raw = raw[offsets[0] : offsets[0] + width * len(data)].reshape(len(data), width)
+            return _FixedEntry(_entry(name_field, 0x0A, width), raw)
         prefixes = _bytes_by_value(widths, lambda width: _entry(name_field, 0x0A, width))
         lengths = pc.binary_length(prefixes).to_numpy().astype(np.int64) + widths
-        return [prefixes, data], lengths
+        return _VariableEntry([prefixes, data], lengths)
     return None
+
+
+def _fixed_run(entries: list[_FixedEntry], rows: int) -> np.ndarray:
+    """The bytes of consecutive fixed-length entries, one row per example: the
+    constant bytes filled in one broadcast, then each value column copied into
+    its place through a structured view (one strided copy per column; a 2-D
+    slice assignment per column cost several times as much)."""
+    template = bytearray()
+    names, formats, offsets = [], [], []
+    for index, entry in enumerate(entries):
+        template += entry.prefix
+        names.append(f"v{index}")
+        formats.append(f"V{entry.values.shape[1]}")
+        offsets.append(len(template))
+        template += bytes(entry.values.shape[1])
+    matrix = np.empty((rows, len(template)), np.uint8)
+    matrix[:] = np.frombuffer(bytes(template), np.uint8)
+    layout = np.dtype(
+        {"names": names, "formats": formats, "offsets": offsets, "itemsize": len(template)}
+    )
+    fields = matrix.view(layout).reshape(rows)
+    for name, entry in zip(names, entries, strict=True):
+        values = np.ascontiguousarray(entry.values)
+        fields[name] = values.view(f"V{values.shape[1]}").reshape(rows)
+    return matrix
 
 
 def _scalar_values(column: pa.Array) -> pa.Array | None:
@@ -158,13 +213,27 @@ def encode_scalar_examples(batch: pa.RecordBatch) -> pa.Array | None:
     docstring), or None when a column is not one."""
     pieces: list = []
     lengths = np.zeros(batch.num_rows, np.int64)
+    run: list[_FixedEntry] = []  # fixed-length entries not yet in `pieces`
+
+    def end_run() -> None:
+        if run:
+            matrix = _fixed_run(run, batch.num_rows)
+            pieces.append(_fixed_width_binary(matrix))
+            lengths[:] += matrix.shape[1]
+            run.clear()
+
     for name, column in zip(batch.schema.names, batch.columns, strict=True):
         values = _scalar_values(column)
-        feature = None if values is None else _scalar_pieces(name, values)
-        if feature is None:
+        entry = None if values is None else _scalar_entry(name, values)
+        if entry is None:
             return None
-        pieces += feature[0]
-        lengths += feature[1]
+        if isinstance(entry, _FixedEntry):
+            run.append(entry)
+        else:
+            end_run()
+            pieces += entry.pieces
+            lengths += entry.lengths
+    end_run()
     header = _bytes_by_value(lengths, lambda length: b"\x0a" + varint(length))
     return pc.binary_join_element_wise(header, *pieces, _EMPTY)
 
