@@ -111,11 +111,13 @@ def _tfxio_value_type(arrow_type: pa.DataType) -> pa.DataType:
 
 def to_list_array(values: pa.Array, value_type: pa.DataType) -> pa.Array:
     """One-element lists, or empty lists where the value is null."""
+    if not values.null_count:
+        offsets = np.arange(len(values) + 1, dtype=np.int64)
+        return pa.LargeListArray.from_arrays(pa.array(offsets), values.cast(value_type))
     lengths = np.where(values.is_valid().to_numpy(zero_copy_only=False), 1, 0)
     offsets = np.zeros(len(values) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    flat = values.drop_null() if values.null_count else values
-    return pa.LargeListArray.from_arrays(pa.array(offsets), flat.cast(value_type))
+    return pa.LargeListArray.from_arrays(pa.array(offsets), values.drop_null().cast(value_type))
 
 
 def to_tfxio_batch(
@@ -214,8 +216,10 @@ class _PartitionBySplitDoFn(beam.DoFn):
                 batch, indices = batch.filter(pa.array(~unseen)), indices[~unseen]
             batch = batch.drop_columns([LABEL_PASSTHROUGH])
         batch = batch.drop_columns([SPLIT_COLUMN])
-        for index in np.unique(indices):
-            rows = batch.filter(pa.array(indices == index))
+        present = np.unique(indices)
+        for index in present:
+            # A spill file holds one split, so a batch mostly does: no copy then.
+            rows = batch if len(present) == 1 else batch.filter(pa.array(indices == index))
             yield beam.pvalue.TaggedOutput(self._split_names[int(index)], rows)
 
 
