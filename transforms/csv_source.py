@@ -587,8 +587,9 @@ class CsvLines:
 
     def _sort_lines_columnwise(self, records: Sequence[tuple], source: str, header: bytes | None):
         """What _sort_lines returns, from NumPy passes over the batch's bytes instead
-        of a Python step per line (which cost about 0.8 µs a line); None when a
-        record is not a line of `source` (another file, an UnreadableTail)."""
+        of a Python step per line (0.19 µs a line against 0.67, by
+        benchmarks.step_costs); None when a record is not a line of `source`
+        (another file, an UnreadableTail)."""
         if set(map(operator.itemgetter(0), records)) != {source}:
             return None
         raws = [record[1] for record in records]

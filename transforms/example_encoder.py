@@ -1,13 +1,14 @@
 """Transformed Arrow batches -> serialized tf.train.Examples, column at a time.
 
 tfx-bsl's RecordBatchToExamplesEncoder builds every example feature by feature
-in C++; on the full taxi spec's 25 features it spent about 4.9 µs per row, the
+in C++; on the full taxi spec's 25 features it spent about 4.7 µs per row, the
 largest single item of a batch run's CPU profile. But a transformed batch is
 almost always a set of scalar features: every row holds exactly one value in
 every column. Then each feature's bytes in an example are a constant part
 (the map entry's tags and the feature name) and the row's value, and a batch
 of examples can be built with a handful of Arrow and NumPy operations per
-column, without a step per row: about 0.7 µs per row on the same batches.
+column, without a step per row: about 0.7 µs per row on the same batches
+(`python -m benchmarks.step_costs`).
 Most features have entries of one length in every row of a batch (a float, a
 small int, keys of one width): consecutive ones are laid out in one byte
 matrix, the constant bytes broadcast and the values copied in column by
@@ -58,9 +59,6 @@ def varint(value: int) -> bytes:
 
 def _varint_array(values: np.ndarray) -> pa.Array:
     """Binary array: the varint of each int64 value (two's complement as uint64)."""
-    if len(values) and values.min() >= 0 and values.max() < 0x80:
-        # One byte each, the value itself: ids and buckets mostly are.
-        return _fixed_width_binary(values.astype(np.uint8).reshape(-1, 1))
     rest = values.astype(np.uint64, copy=True)
     digits = np.zeros((len(rest), _MAX_VARINT_BYTES), np.uint8)
     lengths = np.ones(len(rest), np.int32)
@@ -96,13 +94,25 @@ def _bytes_by_value(values: np.ndarray, make: Callable[[int], bytes]) -> pa.Arra
     return pa.array(table, pa.binary()).take(pa.array(values - low))
 
 
-def _fixed_width_binary(rows: np.ndarray) -> pa.Array:
+def fixed_width_binary(rows: np.ndarray) -> pa.Array:
     """Binary array from an (n, width) uint8 matrix: row i's bytes."""
     n, width = rows.shape
     fixed = pa.Array.from_buffers(
         pa.binary(width), n, [None, pa.py_buffer(np.ascontiguousarray(rows))]
     )
     return fixed.cast(pa.binary())
+
+
+def binary_offsets(array: pa.Array) -> np.ndarray:
+    """The value offsets of a binary array (a slice's, into its data buffer)."""
+    offsets = np.frombuffer(array.buffers()[1], np.int32)
+    return offsets[array.offset : array.offset + len(array) + 1]
+
+
+def binary_data(array: pa.Array) -> np.ndarray:
+    """The data buffer of a binary array, as bytes (empty when it has none)."""
+    buffer = array.buffers()[2]
+    return np.frombuffer(buffer, np.uint8) if buffer is not None else np.empty(0, np.uint8)
 
 
 def _entry(name_field: bytes, kind_tag: int, payload_length: int) -> bytes:
@@ -159,9 +169,8 @@ def _scalar_entry(name: str, values: pa.Array) -> _FixedEntry | _VariableEntry |
         # A BytesList of one value is laid out as a packed list: 0x0A len bytes.
         if widths.min() == widths.max() > 0:
             width = int(widths[0])
-            offsets = np.frombuffer(data.buffers()[1], np.int32)[data.offset :]
-            raw = np.frombuffer(data.buffers()[2] or b"", np.uint8)
-            raw = raw[offsets[0] : offsets[0] + width * len(data)].reshape(len(data), width)
+            first = binary_offsets(data)[0]
+            raw = binary_data(data)[first : first + width * len(data)].reshape(len(data), width)
             return _FixedEntry(_entry(name_field, 0x0A, width), raw)
         prefixes = _bytes_by_value(widths, lambda width: _entry(name_field, 0x0A, width))
         lengths = pc.binary_length(prefixes).to_numpy().astype(np.int64) + widths
@@ -173,7 +182,7 @@ def _fixed_run(entries: list[_FixedEntry], rows: int) -> np.ndarray:
     """The bytes of consecutive fixed-length entries, one row per example: the
     constant bytes filled in one broadcast, then each value column copied into
     its place through a structured view (one strided copy per column; a 2-D
-    slice assignment per column cost several times as much)."""
+    slice assignment per column cost twice as much)."""
     template = bytearray()
     names, formats, offsets = [], [], []
     for index, entry in enumerate(entries):
@@ -218,7 +227,7 @@ def encode_scalar_examples(batch: pa.RecordBatch) -> pa.Array | None:
     def end_run() -> None:
         if run:
             matrix = _fixed_run(run, batch.num_rows)
-            pieces.append(_fixed_width_binary(matrix))
+            pieces.append(fixed_width_binary(matrix))
             lengths[:] += matrix.shape[1]
             run.clear()
 

@@ -8,12 +8,13 @@ examples that a join on the key would mix up.
 
 Why not `CombinePerKey(sum)` on (key, 1): with a unique key every row would be
 its own element through the shuffle, the per-element cost of the runner paid
-10 million times on a 10-million-row run. Here each batch is cut by a stable
-fingerprint of the key into `KEY_SHARDS` Arrow arrays, and each shard's keys
-are counted at once with Arrow's `value_counts`.
+10 million times on a 10-million-row run. Here the keys are cut by a stable
+fingerprint into `KEY_SHARDS` Arrow arrays, and each shard's keys are counted
+at once with Arrow's `value_counts`.
 
 The keys themselves do not go through the shuffle either: each bundle writes
-its keys once, to an Arrow IPC file holding one record batch per shard, and
+its keys, cut into shards once per file of KEY_FILE_ROWS rows, to Arrow IPC
+files holding one record batch per shard, and
 only (shard, path) pairs are grouped. Shuffled, the key column made the local
 runner hold every key of the run in its grouping buffer and hand each worker
 its shards in one piece: at 10M rows the full taxi spec's peak PSS sum was

@@ -16,7 +16,8 @@ Both compress with Intel ISA-L's deflate (the `isal` package) at its level 2,
 not Beam's zlib at level 6 (or GzipFile's 9). Serialized tf.Examples repeat
 every feature name in every record, so even the fastest levels shrink them
 5 to 6 times. On the full taxi spec's examples (719 bytes each), zlib spent
-9.2 µs per record at level 6 and 3.3 µs at level 1, ISA-L 0.85 µs at level 2.
+5.5 µs per record at level 6 and 2.5 µs at level 1, ISA-L 0.53 µs at level 2
+(`python -m benchmarks.step_costs`).
 The files came out smaller, too: a 1M-row run's train split took 86.5 MB
 against 104.4 MB with zlib level 1 and tfx-bsl's encoder (whose feature order
 varies from record to record; transforms.example_encoder writes one order).
@@ -38,6 +39,8 @@ import pyarrow.compute as pc
 from apache_beam.coders import coders
 from apache_beam.io import filebasedsink, fileio
 from apache_beam.io.filesystem import CompressionTypes
+
+from transforms.example_encoder import binary_data, binary_offsets, fixed_width_binary
 
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
@@ -97,19 +100,6 @@ def _masked(crcs: np.ndarray) -> np.ndarray:
     return ((((crcs >> 15) | (crcs << 17)) + _CRC_MASK_DELTA) & 0xFFFFFFFF).astype("<u4")
 
 
-def _fixed_width_bytes(rows: np.ndarray) -> pa.Array:
-    """Binary array of an (n, width) uint8 matrix's rows."""
-    n, width = rows.shape
-    fixed = pa.Array.from_buffers(pa.binary(width), n, [None, pa.py_buffer(rows)])
-    return fixed.cast(pa.binary())
-
-
-def _binary_offsets(array: pa.Array) -> np.ndarray:
-    """The value offsets of a binary array (a slice's, into its data buffer)."""
-    offsets = np.frombuffer(array.buffers()[1], np.int32)
-    return offsets[array.offset : array.offset + len(array) + 1]
-
-
 # Below this many records, framing each costs less than framing a column.
 _COLUMNWISE_FROM = 64
 
@@ -151,8 +141,8 @@ def frame_records(records: Iterable[bytes] | pa.Array) -> bytes:
     header = np.empty((len(records), 12), np.uint8)
     header[:, :8] = lengths.view(np.uint8).reshape(-1, 8)
     header[:, 8:] = length_crcs.astype("<u4")[index].view(np.uint8).reshape(-1, 4)
-    offsets = _binary_offsets(records)
-    data = records.buffers()[2].to_pybytes()
+    offsets = binary_offsets(records)
+    data = binary_data(records).tobytes()
     # google-crc32c takes bytes, not memoryviews: a slice copies the record.
     starts, ends = offsets[:-1].tolist(), offsets[1:].tolist()
     # map() over slices keeps the loop in C: no Python frame per record.
@@ -161,10 +151,10 @@ def frame_records(records: Iterable[bytes] | pa.Array) -> bytes:
     )
     trailer = _masked(data_crcs).view(np.uint8).reshape(-1, 4)
     framed = pc.binary_join_element_wise(
-        _fixed_width_bytes(header), records, _fixed_width_bytes(trailer), b""
+        fixed_width_binary(header), records, fixed_width_binary(trailer), b""
     )
-    framed_offsets = _binary_offsets(framed)
-    return framed.buffers()[2][framed_offsets[0] : framed_offsets[-1]].to_pybytes()
+    framed_offsets = binary_offsets(framed)
+    return binary_data(framed)[framed_offsets[0] : framed_offsets[-1]].tobytes()
 
 
 class _FramedRecordsSink(filebasedsink.FileBasedSink):
